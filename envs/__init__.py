@@ -1,0 +1,1 @@
+"""Gymnasium environments backed by the Cosmos3 world model."""
