@@ -301,11 +301,11 @@ class Cosmos3Generator(nn.Module):
 
         return load_generator(cls, pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
 
-    def save_pretrained(self, save_directory, max_shard_size: int | str = "5GB", **kwargs) -> None:
+    def save_pretrained(self, save_directory, max_shard_size: int | str = "5GB") -> None:
         """Write config.json and (sharded) safetensors in the checkpoint's layout."""
         from .checkpoint import save_generator
 
-        save_generator(self, save_directory, max_shard_size=max_shard_size, **kwargs)
+        save_generator(self, save_directory, max_shard_size=max_shard_size)
 
     # ------------------------------------------------------------------ understanding pathway
     @torch.no_grad()

@@ -61,8 +61,10 @@ class MultimodalRotary:
 
     def __init__(self, head_dim: int, theta: float, axes_dim: list[int]):
         half = head_dim // 2
-        self.inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))  # [half]
-        axis = torch.zeros(half, dtype=torch.long)
+        # Explicit CPU device: the tables stay real even when the model is built under a meta-device context.
+        exponents = torch.arange(0, head_dim, 2, dtype=torch.float32, device="cpu") / head_dim
+        self.inv_freq = 1.0 / (theta**exponents)  # [half]
+        axis = torch.zeros(half, dtype=torch.long, device="cpu")
         for a, offset in ((1, 1), (2, 2)):
             axis[offset : axes_dim[a] * 3 : 3] = a
         self.axis = axis  # [half]: which of (t, h, w) each frequency slot reads

@@ -1,0 +1,251 @@
+"""Codecs: lossless space-to-depth, the Wan 2.2 VAE wrapper (tiny random weights), loading, validation."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKLWan
+from diffusers.pipelines.cosmos.pipeline_cosmos3_omni import Cosmos3OmniPipeline
+
+from cosmos3_world.codecs import Codec, SpaceToDepthCodec, WanVAECodec, load_codec, tiny_wan_vae_config
+
+
+def _pixels(*shape: int, seed: int = 0) -> torch.Tensor:
+    """Uniform random pixels in [-1, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(*shape, generator=generator) * 2 - 1
+
+
+@pytest.fixture(scope="module")
+def vae() -> AutoencoderKLWan:
+    torch.manual_seed(0)
+    return AutoencoderKLWan(**tiny_wan_vae_config()).eval()
+
+
+@pytest.fixture(scope="module")
+def wan(vae: AutoencoderKLWan) -> WanVAECodec:
+    return WanVAECodec(vae)
+
+
+def _stats(vae: AutoencoderKLWan) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) from the config as [1, C, 1, 1, 1]."""
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    return mean, std
+
+
+# --- space-to-depth ---------------------------------------------------------------------------
+
+
+def test_space_to_depth_round_trip_is_bit_exact_with_pixel_unshuffle_layout() -> None:
+    codec = SpaceToDepthCodec()
+    x = _pixels(2, 3, 3, 64, 64)
+    z = codec.encode(x)
+    assert z.shape == (2, 48, 3, 16, 16) and z.dtype == torch.float32
+    assert (codec.latent_channels, codec.spatial_factor, codec.temporal_factor) == (48, 4, 1)
+    # Per frame, the layout is F.pixel_unshuffle's: channel c*16 + dy*4 + dx.
+    for t in range(3):
+        assert torch.equal(z[:, :, t], F.pixel_unshuffle(x[:, :, t], 4))
+    assert torch.equal(codec.decode(z), x)
+
+
+def test_space_to_depth_temporal_factor_is_causal_and_lossless() -> None:
+    codec = SpaceToDepthCodec(patch=4, temporal_factor=4)
+    x = _pixels(1, 3, 9, 32, 32)
+    z = codec.encode(x)
+    assert z.shape == (1, 192, 3, 8, 8)
+    assert torch.equal(codec.decode(z), x)
+    # Latent frame 0 depends on pixel frame 0 only.
+    y = x.clone()
+    y[:, :, 1:] = _pixels(1, 3, 8, 32, 32, seed=1)
+    assert torch.equal(codec.encode(y)[:, :, 0], z[:, :, 0])
+
+
+def test_space_to_depth_decode_clamps_and_to_changes_working_dtype() -> None:
+    codec = SpaceToDepthCodec()
+    z = codec.encode(_pixels(1, 3, 1, 16, 16)) * 3
+    assert codec.decode(z).abs().max() == 1.0
+    assert codec.to(dtype=torch.bfloat16) is codec and codec.dtype == torch.bfloat16
+    x = _pixels(1, 3, 1, 16, 16)
+    z = codec.encode(x)
+    assert z.dtype == torch.float32
+    assert torch.equal(z, F.pixel_unshuffle(x[:, :, 0], 4).bfloat16().float().unsqueeze(2))
+
+
+# --- Wan 2.2 VAE ------------------------------------------------------------------------------
+
+
+def test_tiny_wan_config_has_wan22_layout(vae: AutoencoderKLWan, wan: WanVAECodec) -> None:
+    config = tiny_wan_vae_config()
+    assert config["z_dim"] == 48 and config["is_residual"] and config["patch_size"] == 2
+    assert len(set(config["latents_mean"])) > 1 and len(set(config["latents_std"])) > 1
+    assert vae.config.scale_factor_spatial == 16
+    assert (wan.latent_channels, wan.spatial_factor, wan.temporal_factor) == (48, 16, 4)
+
+
+def test_wan_encode_shapes_one_and_five_frames(wan: WanVAECodec) -> None:
+    assert wan.encode(_pixels(1, 3, 1, 64, 64)).shape == (1, 48, 1, 4, 4)
+    z = wan.encode(_pixels(2, 3, 5, 32, 64))
+    assert z.shape == (2, 48, 2, 2, 4) and z.dtype == torch.float32
+
+
+def test_wan_frame_arithmetic(wan: WanVAECodec) -> None:
+    assert [wan.latent_frames(n) for n in (1, 5, 9, 33)] == [1, 2, 3, 9]
+    assert [wan.pixel_frames(n) for n in (1, 2, 3, 9)] == [1, 5, 9, 33]
+    for bad in (0, 2, 4, 6):
+        with pytest.raises(ValueError, match="num_pixel_frames"):
+            wan.latent_frames(bad)
+    with pytest.raises(ValueError, match="num_latent_frames"):
+        wan.pixel_frames(0)
+
+
+def test_wan_encode_normalises_the_posterior_mode(vae: AutoencoderKLWan, wan: WanVAECodec) -> None:
+    x = _pixels(1, 3, 5, 32, 32)
+    with torch.no_grad():
+        raw = vae.encode(x).latent_dist.mode()
+    mean, std = _stats(vae)
+    z = wan.encode(x)
+    assert torch.equal(z, (raw - mean) * (1.0 / std))
+    assert not torch.allclose(z, raw, atol=1e-2)
+
+
+def test_wan_encode_matches_reference_pipeline(vae: AutoencoderKLWan, wan: WanVAECodec) -> None:
+    # The pipeline's own _encode_video, with the statistics its __init__ would set up.
+    pipe = SimpleNamespace(
+        vae=vae,
+        _vae_latents_mean=torch.tensor(vae.config.latents_mean, dtype=vae.dtype),
+        _vae_latents_inv_std=1.0 / torch.tensor(vae.config.latents_std, dtype=vae.dtype),
+    )
+    x = _pixels(1, 3, 5, 32, 32, seed=3)
+    with torch.no_grad():
+        expected = Cosmos3OmniPipeline._encode_video(pipe, x).float()
+    assert torch.equal(wan.encode(x), expected)
+
+
+def test_wan_encode_is_causal(wan: WanVAECodec) -> None:
+    x = _pixels(1, 3, 5, 32, 32)
+    y = x.clone()
+    y[:, :, 1:] = _pixels(1, 3, 4, 32, 32, seed=1)
+    zx, zy = wan.encode(x), wan.encode(y)
+    assert torch.equal(zx[:, :, 0], zy[:, :, 0])
+    assert not torch.allclose(zx[:, :, 1], zy[:, :, 1])
+
+
+def test_wan_decode_inverts_normalisation(vae: AutoencoderKLWan, wan: WanVAECodec) -> None:
+    x = _pixels(1, 3, 5, 32, 32)
+    with torch.no_grad():
+        raw = vae.encode(x).latent_dist.mode()
+        expected = vae.decode(raw).sample
+    z = wan.encode(x)
+    decoded = wan.decode(z)
+    assert decoded.shape == (1, 3, 5, 32, 32) and decoded.dtype == torch.float32
+    torch.testing.assert_close(decoded, expected, rtol=0, atol=1e-5)
+    # And exactly the reference pipeline's decode formula.
+    mean, std = _stats(vae)
+    with torch.no_grad():
+        reference = vae.decode(z / (1.0 / std) + mean).sample
+    assert torch.equal(decoded, reference)
+
+
+def test_wan_rejects_contradictory_scale_factor() -> None:
+    with pytest.raises(ValueError, match="scale_factor_spatial"):
+        WanVAECodec(AutoencoderKLWan(**{**tiny_wan_vae_config(), "scale_factor_spatial": 8}))
+
+
+# --- save / load ------------------------------------------------------------------------------
+
+
+def test_load_space_to_depth_codec(tmp_path) -> None:
+    SpaceToDepthCodec().save_pretrained(tmp_path / "vae")
+    config = json.loads((tmp_path / "vae" / "config.json").read_text())
+    assert {k: config[k] for k in ("_class_name", "patch", "channels")} == {
+        "_class_name": "SpaceToDepthCodec",
+        "patch": 4,
+        "channels": 3,
+    }
+    codec = load_codec(tmp_path)
+    assert isinstance(codec, SpaceToDepthCodec)
+    assert (codec.latent_channels, codec.spatial_factor, codec.temporal_factor) == (48, 4, 1)
+    SpaceToDepthCodec(patch=2, temporal_factor=4).save_pretrained(tmp_path / "other")
+    other = SpaceToDepthCodec.from_pretrained(tmp_path / "other")
+    assert (other.latent_channels, other.spatial_factor, other.temporal_factor) == (48, 2, 4)
+
+
+def test_load_wan_codec(tmp_path, vae: AutoencoderKLWan, wan: WanVAECodec) -> None:
+    vae.save_pretrained(tmp_path / "vae")
+    codec = load_codec(tmp_path)
+    assert isinstance(codec, WanVAECodec)
+    x = _pixels(1, 3, 1, 32, 32)
+    assert torch.equal(codec.encode(x), wan.encode(x))
+    half = load_codec(tmp_path, torch_dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16
+    z = half.encode(x)
+    assert z.dtype == torch.float32
+    torch.testing.assert_close(z, wan.encode(x), rtol=0.1, atol=0.1)
+
+
+def test_load_codec_errors(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_codec(tmp_path)
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "vae" / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
+    with pytest.raises(ValueError, match="AutoencoderKL"):
+        load_codec(tmp_path)
+
+
+# --- validation -------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["space_to_depth", "wan"])
+def codec(request, wan: WanVAECodec) -> Codec:
+    return SpaceToDepthCodec(patch=16) if request.param == "space_to_depth" else wan
+
+
+def _nan_pixels() -> torch.Tensor:
+    x = _pixels(1, 3, 1, 32, 32)
+    x[0, 1, 0, 5, 7] = float("nan")
+    return x
+
+
+@pytest.mark.parametrize(
+    ("pixels", "message"),
+    [
+        (_pixels(3, 1, 32, 32), "pixels must have rank 5"),
+        (_pixels(1, 4, 1, 32, 32), "pixels must have 3 channels"),
+        (_pixels(1, 3, 1, 40, 32), "pixels height and width must be multiples of the spatial factor 16"),
+        (torch.zeros(1, 3, 1, 32, 32, dtype=torch.uint8), "pixels must have a floating dtype"),
+        (_nan_pixels(), "pixels must contain only finite values"),
+    ],
+    ids=["rank", "channels", "height", "integer", "nan"],
+)
+def test_encode_rejects_bad_pixels(codec: Codec, pixels: torch.Tensor, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        codec.encode(pixels)
+
+
+def test_encode_rejects_frames_the_causal_codec_cannot_express(wan: WanVAECodec) -> None:
+    with pytest.raises(ValueError, match=r"pixels must have 1 \+ 4\*n frames.*T=3"):
+        wan.encode(_pixels(1, 3, 3, 32, 32))
+
+
+def test_decode_rejects_bad_latents(codec: Codec) -> None:
+    c = codec.latent_channels
+    with pytest.raises(ValueError, match="latents must have rank 5"):
+        codec.decode(torch.zeros(c, 1, 2, 2))
+    with pytest.raises(ValueError, match=f"latents must have {c} channels"):
+        codec.decode(torch.zeros(1, c + 1, 1, 2, 2))
+    with pytest.raises(ValueError, match="latents must have a floating dtype"):
+        codec.decode(torch.zeros(1, c, 1, 2, 2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="latents must contain only finite values"):
+        codec.decode(torch.full((1, c, 1, 2, 2), float("inf")))
+
+
+def test_codec_constructor_validation() -> None:
+    with pytest.raises(ValueError, match="patch"):
+        SpaceToDepthCodec(patch=0)
+    with pytest.raises(TypeError, match="AutoencoderKLWan"):
+        WanVAECodec(torch.nn.Conv3d(3, 3, 1))
