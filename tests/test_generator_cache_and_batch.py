@@ -1,0 +1,137 @@
+"""The Reasoner prefix cache and batched generation are exact reformulations of the full forward."""
+
+import pytest
+import torch
+
+from cosmos3_world import GenerationSpec, PrefixCache
+from reference import model_pair, reference_inputs
+
+TOL = 1e-5
+
+
+def rel(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+@pytest.fixture(scope="module")
+def models():
+    return model_pair(seed=7, qk_norm_for_text=False, use_und_k_norm_for_gen=True)
+
+
+def prefix_close(a, b):
+    assert a.token_ids == b.token_ids
+    for x, y in zip(a.keys + a.values + (a.gen_keys or ()), b.keys + b.values + (b.gen_keys or ())):
+        assert x.shape == y.shape and rel(x, y) <= TOL
+
+
+def test_extending_a_prefix_equals_encoding_it_whole(models):
+    ours, _ = models
+    ids = torch.randint(0, 512, (50,)).tolist()
+    whole = ours.encode_prefix(ids)
+    assert whole.gen_keys is not None  # this variant has a separate k norm for the generation pathway
+    for cut in (1, 17, 49):
+        prefix_close(ours.encode_prefix(ids, past=ours.encode_prefix(ids[:cut])), whole)
+    prefix_close(whole.truncate(20), ours.encode_prefix(ids[:20]))
+    with pytest.raises(ValueError, match="prefix of token_ids"):
+        ours.encode_prefix(ids, past=ours.encode_prefix([ids[0] + 1]))
+
+
+def test_cached_step_equals_full_forward_over_many_steps(models):
+    ours, ref = models
+    ids = torch.randint(0, 512, (40,)).tolist()
+    vision = torch.randn(8, 3, 4, 6)
+    action = torch.randn(6, 12)
+    cache = PrefixCache(ours)
+    for step, t in enumerate((999.0, 600.0, 10.0)):
+        spec = GenerationSpec(prefix=cache.get(ids), vision_shape=(3, 4, 6), vision_noisy=(1, 2), action_len=6,
+                              action_noisy=tuple(range(6)), domain_id=2)
+        out = ours.denoise_step(ours.plan([spec]), [vision], t, action=[action])
+        kw = reference_inputs(ref, ids, vision, [0], t, action=action, domain_id=2)
+        with torch.no_grad():
+            expected = ref(**kw)
+        assert rel(out.sample[0], expected.sample[0][0]) <= TOL
+        assert rel(out.action[0], expected.action[0]) <= TOL
+        vision = vision + 0.1 * out.sample[0]
+    assert cache.stats.misses == 1 and cache.stats.hits == 2 and cache.stats.tokens_encoded == 40
+
+
+def test_cache_reuses_longest_prefix_and_is_bounded_in_bytes(models):
+    ours, _ = models
+    cache = PrefixCache(ours)
+    system = list(range(10, 40))  # shared system prompt + template
+    a, b, c = system + [50, 51, 52], system + [60, 61], system[:12]
+    pa = cache.get(a)
+    pb = cache.get(b)
+    assert cache.stats.partial_hits == 1 and cache.stats.tokens_encoded == len(a) + 2
+    prefix_close(pb, ours.encode_prefix(b))
+    pc = cache.get(c)  # a prefix of a cached prompt: nothing to encode
+    assert cache.stats.tokens_encoded == len(a) + 2
+    prefix_close(pc, ours.encode_prefix(c))
+    assert cache.get(a) is pa and cache.stats.hits == 1
+    # LRU eviction under a byte budget: keep room for two of these entries only.
+    small = PrefixCache(ours, max_bytes=int(2.5 * pa.nbytes))
+    for prompt in (a, [7] + a[1:], [8] + a[1:]):
+        small.get(prompt)
+    assert len(small) == 2 and small.nbytes <= small.max_bytes
+    small.get([8] + a[1:])
+    assert small.stats.hits == 1
+    small.get(a)  # evicted earlier: encoded again
+    assert small.stats.misses == 4
+
+
+def test_batched_step_equals_per_item_steps(models):
+    ours, _ = models
+    g = torch.Generator().manual_seed(0)
+    items = [  # (prompt length, latent shape, noisy frames, action tokens, noisy actions, domain, timestep)
+        (3, (2, 4, 4), (1,), 6, tuple(range(6)), 1, 900.0),
+        (41, (3, 5, 7), (1, 2), 0, (), 0, 400.0),
+        (17, (2, 4, 4), (0, 1), 4, (), 6, 50.0),
+        (41, (2, 4, 4), (1,), 6, (0, 1, 2), 3, 900.0),
+    ]
+    specs, visions, actions, ts = [], [], [], []
+    for L, shape, noisy, n_act, act_noisy, dom, t in items:
+        ids = torch.randint(0, 512, (L,), generator=g).tolist()
+        specs.append(GenerationSpec(prefix=ours.prefix_cache.get(ids), vision_shape=shape, vision_noisy=noisy,
+                                    fps=12.0, action_len=n_act, action_noisy=act_noisy, domain_id=dom))
+        visions.append(torch.randn(8, *shape, generator=g))
+        actions.append(torch.randn(n_act, 12, generator=g) if n_act else None)
+        ts.append(t)
+    batched = ours.denoise_step(ours.plan(specs), visions, ts, action=actions)
+    for i, spec in enumerate(specs):
+        single = ours.denoise_step(ours.plan([spec]), [visions[i]], ts[i], action=[actions[i]])
+        assert rel(batched.sample[i], single.sample[0]) <= TOL
+        if spec.action_len:
+            assert rel(batched.action[i], single.action[0]) <= TOL
+
+
+def test_cfg_pair_with_uniform_lengths_takes_the_unpadded_path(models):
+    ours, _ = models
+    cond, uncond = ours.encode_prefix(list(range(1, 21))), ours.encode_prefix(list(range(101, 121)))
+    specs = [GenerationSpec(prefix=p, vision_shape=(2, 4, 4), vision_noisy=(1,)) for p in (cond, uncond)]
+    plan = ours.plan(specs)
+    assert plan.layout.mask is None
+    v = torch.randn(8, 2, 4, 4)
+    out = ours.denoise_step(plan, [v, v], 500.0)
+    single = ours.denoise_step(ours.plan(specs[1:]), [v], 500.0)
+    assert rel(out.sample[1], single.sample[0]) <= TOL
+    assert rel(out.sample[0], out.sample[1]) > 1e-3  # the prompt matters
+
+
+def test_step_input_errors_name_the_argument(models):
+    ours, _ = models
+    spec = GenerationSpec(prefix=ours.encode_prefix([1, 2, 3]), vision_shape=(2, 4, 4), vision_noisy=(1,),
+                          action_len=4, action_noisy=(0, 1, 2, 3), domain_id=1)
+    plan = ours.plan([spec])
+    with pytest.raises(ValueError, match=r"vision\[0\] must have shape \(8, 2, 4, 4\)"):
+        ours.denoise_step(plan, [torch.randn(8, 2, 4, 5)], 1.0, action=[torch.randn(4, 12)])
+    with pytest.raises(ValueError, match="action must hold one tensor per planned sequence"):
+        ours.denoise_step(plan, [torch.randn(8, 2, 4, 4)], 1.0)
+    with pytest.raises(ValueError, match="timesteps must hold 1 or 1 values"):
+        ours.denoise_step(plan, [torch.randn(8, 2, 4, 4)], [1.0, 2.0], action=[torch.randn(4, 12)])
+    with pytest.raises(ValueError, match="domain_id must be in"):
+        ours.plan([GenerationSpec(prefix=spec.prefix, vision_shape=(2, 4, 4), vision_noisy=(1,), action_len=2,
+                                  action_noisy=(0,), domain_id=99)])
+    with pytest.raises(ValueError, match="vision_noisy"):
+        ours.plan([GenerationSpec(prefix=spec.prefix, vision_shape=(2, 4, 4), vision_noisy=(2,))])
+    with pytest.raises(ValueError, match="token_ids must be in"):
+        ours.encode_prefix([1, 10_000])
