@@ -41,6 +41,7 @@ def resolve_directory(
     cache_dir: str | os.PathLike | None = None,
     local_files_only: bool | None = None,
     token: str | bool | None = None,
+    allow_patterns: list[str] | None = None,
 ) -> Path:
     """A local directory holding `subfolder`, downloading (or finding in the HF cache) a hub repo."""
     local = Path(path_or_repo).expanduser()
@@ -53,7 +54,7 @@ def resolve_directory(
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     repo_id = str(path_or_repo)
-    patterns = [f"{subfolder}/*"] if subfolder else None
+    patterns = allow_patterns or ([f"{subfolder}/*"] if subfolder else None)
     try:
         root = snapshot_download(
             repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns,
@@ -224,7 +225,6 @@ def save_generator(model: "Cosmos3Generator", save_directory: str | os.PathLike,
     folder.mkdir(parents=True, exist_ok=True)
     config = model.config.to_dict()
     config["_diffusers_version"] = diffusers_version
-    config["dtype"] = str(model.dtype).removeprefix("torch.")
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}

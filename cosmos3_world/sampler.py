@@ -1,0 +1,123 @@
+"""Flow-matching sampling: the checkpoint's UniPC scheduler (or plain Euler) and classifier-free guidance.
+
+The schedulers come from diffusers. Their updates are elementwise with per-step scalar
+coefficients, so one scheduler instance can step the flattened noisy latents of every world and
+every modality at once, exactly as separate instances would step each of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from tqdm.auto import tqdm
+
+# Used when a bundle has no scheduler folder (tiny models): UniPC over flow-matching sigmas.
+DEFAULT_SCHEDULER_CONFIG = {
+    "_class_name": "UniPCMultistepScheduler",
+    "num_train_timesteps": 1000,
+    "prediction_type": "flow_prediction",
+    "use_flow_sigmas": True,
+    "flow_shift": 5.0,
+    "solver_order": 2,
+}
+
+_SCHEDULERS = {"unipc": UniPCMultistepScheduler, "euler": FlowMatchEulerDiscreteScheduler}
+
+
+@dataclass
+class SamplerConfig:
+    """How to denoise a chunk: solver, steps, guidance, and optionally a fixed (distilled) sigma schedule."""
+
+    num_steps: int = 35
+    guidance_scale: float = 6.0
+    solver: str = "unipc"  # "unipc" (the checkpoint's scheduler) or "euler"
+    sigmas: tuple[float, ...] | None = None  # fixed schedule, e.g. of a distilled model; overrides num_steps
+    native_flow_schedule: bool = False  # linspace(1 - 1/T, 0) sigmas, as the reference's use_native_flow_schedule
+
+    def __post_init__(self) -> None:
+        if self.solver not in _SCHEDULERS:
+            raise ValueError(f"solver must be one of {sorted(_SCHEDULERS)}, got {self.solver!r}")
+        if self.sigmas is not None:
+            sig = tuple(float(s) for s in self.sigmas)
+            if not sig or any(not 0.0 <= s <= 1.0 for s in sig) or any(a <= b for a, b in zip(sig, sig[1:])):
+                raise ValueError(f"sigmas must be a non-empty, strictly decreasing schedule in [0, 1], got {self.sigmas}")
+            self.sigmas = sig
+        elif self.num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+        if not np.isfinite(self.guidance_scale):
+            raise ValueError(f"guidance_scale must be finite, got {self.guidance_scale}")
+
+    @property
+    def uses_cfg(self) -> bool:
+        return self.guidance_scale != 1.0
+
+
+class FlowSampler:
+    """Runs one denoising loop per chunk over a flat latent vector, with CFG."""
+
+    def __init__(self, scheduler_config: dict | None = None, config: SamplerConfig | None = None):
+        self.scheduler_config = dict(scheduler_config or DEFAULT_SCHEDULER_CONFIG)
+        self.config = config or SamplerConfig()
+
+    def make_scheduler(self) -> SchedulerMixin:
+        """A fresh scheduler with this chunk's timesteps set (schedulers keep per-loop state)."""
+        cls = _SCHEDULERS[self.config.solver]
+        base = UniPCMultistepScheduler.from_config(self.scheduler_config)
+        sched = base if cls is UniPCMultistepScheduler else cls.from_config(self._euler_config(base))
+        sigmas = self.config.sigmas
+        if sigmas is None and self.config.native_flow_schedule:
+            n = self.config.num_steps
+            sigmas = np.linspace(1.0 - 1.0 / base.config.num_train_timesteps, 0.0, n + 1)[:-1]
+        if sigmas is None and cls is FlowMatchEulerDiscreteScheduler:
+            base.set_timesteps(self.config.num_steps)  # Euler walks the very sigmas UniPC would use
+            sigmas = base.sigmas[:-1].numpy()
+        if sigmas is not None:
+            sched.set_timesteps(sigmas=list(map(float, sigmas)))
+        else:
+            sched.set_timesteps(self.config.num_steps)
+        return sched
+
+    @staticmethod
+    def _euler_config(unipc: UniPCMultistepScheduler) -> dict:
+        return {"num_train_timesteps": unipc.config.num_train_timesteps, "shift": 1.0}
+
+    def sample(
+        self,
+        x: torch.Tensor,
+        velocity: Callable[[torch.Tensor, float], tuple[torch.Tensor, torch.Tensor | None]],
+        after_step: Callable[[torch.Tensor], None] | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Denoise flat float32 latents x. velocity(x, t) -> (cond, uncond or None), flat like x.
+
+        after_step(x) may edit x in place after every update (e.g. re-zero padded action dims).
+        """
+        sched = self.make_scheduler()
+        g = self.config.guidance_scale
+        x = x.float().unsqueeze(0)  # schedulers want a batch dim
+        for t in tqdm(sched.timesteps, desc="denoising", leave=False, disable=not progress):
+            cond, uncond = velocity(x[0], float(t.item()))
+            v = cond.float() if uncond is None else uncond.float() + g * (cond.float() - uncond.float())
+            x = sched.step(v.unsqueeze(0), t, x, return_dict=False)[0]
+            if after_step is not None:
+                after_step(x[0])
+        return x[0]
+
+
+def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Concatenate tensors into one flat float32 vector (see `unflatten`)."""
+    return torch.cat([t.reshape(-1).float() for t in tensors]) if tensors else torch.zeros(0)
+
+
+def unflatten(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Split a flat vector back into tensors shaped like `like` (views of `flat`)."""
+    out, start = [], 0
+    for t in like:
+        out.append(flat[start : start + t.numel()].view(t.shape))
+        start += t.numel()
+    return out

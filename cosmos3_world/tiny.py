@@ -1,0 +1,82 @@
+"""Tiny bundles in the published layout, built on the fly (no download): for tests, demos and CI.
+
+A bundle is a directory with model_index.json and the transformer, vae, text_tokenizer and
+scheduler folders, loadable by `WorldModel.from_pretrained` (and, with the Wan codec, by
+diffusers' own classes). Weights are random: the dynamics are meaningless, the machinery is real.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .codecs import SpaceToDepthCodec, tiny_wan_vae_config
+from .config import Cosmos3Config
+from .generator import Cosmos3Generator
+from .sampler import DEFAULT_SCHEDULER_CONFIG
+from .testing import build_tiny_tokenizer
+
+TINY_GENERATOR_CONFIG: dict[str, Any] = dict(
+    hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+    intermediate_size=256, rope_axes_dim=[6, 5, 5], vocab_size=2048, latent_channel=48, latent_patch_size=2,
+    patch_latent_dim=192, action_gen=True, action_dim=64, num_embodiment_domains=32,
+)  # fmt: skip
+
+
+def build_tiny_bundle(
+    directory: str | Path, *, codec: str = "space_to_depth", seed: int = 0, **config_overrides: Any
+) -> Path:
+    """Write a tiny random-weight bundle to `directory` and return its path.
+
+    codec: "space_to_depth" (lossless 64x64x3 <-> 16x16x48, temporal factor 1) or "wan" (a small
+    real AutoencoderKLWan: 16x spatial, 4x temporal).
+    """
+    from diffusers import UniPCMultistepScheduler
+    from diffusers import __version__ as diffusers_version
+
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = Cosmos3Config.from_dict({**TINY_GENERATOR_CONFIG, **config_overrides})
+    Cosmos3Generator(config).save_pretrained(root / "transformer")
+    if codec == "space_to_depth":
+        SpaceToDepthCodec(patch=4, channels=3).save_pretrained(root / "vae")
+        vae_entry = ["cosmos3_world", "SpaceToDepthCodec"]
+    elif codec == "wan":
+        from diffusers import AutoencoderKLWan
+
+        AutoencoderKLWan(**tiny_wan_vae_config()).save_pretrained(root / "vae")
+        vae_entry = ["diffusers", "AutoencoderKLWan"]
+    else:
+        raise ValueError(f"codec must be 'space_to_depth' or 'wan', got {codec!r}")
+    build_tiny_tokenizer(root / "text_tokenizer")
+    UniPCMultistepScheduler(**{k: v for k, v in DEFAULT_SCHEDULER_CONFIG.items() if not k.startswith("_")}).save_pretrained(
+        root / "scheduler"
+    )
+    index = {
+        "_class_name": "Cosmos3OmniPipeline",
+        "_diffusers_version": diffusers_version,
+        "transformer": ["diffusers", "Cosmos3OmniTransformer"],
+        "vae": vae_entry,
+        "text_tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+        "scheduler": ["diffusers", "UniPCMultistepScheduler"],
+    }
+    (root / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return root
+
+
+def demo_image(height: int = 64, width: int = 64, seed: int = 0) -> np.ndarray:
+    """A deterministic synthetic tabletop scene [H, W, 3] uint8: a table, a few blocks, a gripper."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    img = np.stack([0.55 + 0.2 * y, 0.45 + 0.15 * x, 0.35 + 0.1 * y], axis=-1)  # warm table gradient
+    for _ in range(3):
+        h, w = rng.integers(height // 8, height // 4), rng.integers(width // 8, width // 4)
+        top, left = rng.integers(height // 3, height - h), rng.integers(0, width - w)
+        img[top : top + h, left : left + w] = rng.uniform(0.1, 0.9, size=3)
+    img[: height // 4, width // 2 - width // 16 : width // 2 + width // 16] = (0.2, 0.2, 0.22)  # gripper
+    return (img.clip(0, 1) * 255).round().astype(np.uint8)
