@@ -1,0 +1,220 @@
+"""The world engine: parity with diffusers' pipeline, determinism, batching, the prefix cache, bad input."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cosmos3_world.sampler import SamplerConfig
+from cosmos3_world.tiny import demo_image
+from cosmos3_world.world import WorldModel
+
+STEPS = SamplerConfig(num_steps=3, guidance_scale=3.0)
+
+
+def rel(a, b):
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+@pytest.fixture(scope="module")
+def reference_pipeline(wan_bundle):
+    from diffusers import AutoencoderKLWan, Cosmos3OmniPipeline, Cosmos3OmniTransformer, UniPCMultistepScheduler
+    from transformers import AutoTokenizer
+
+    pipe = Cosmos3OmniPipeline(
+        transformer=Cosmos3OmniTransformer.from_pretrained(wan_bundle, subfolder="transformer"),
+        text_tokenizer=AutoTokenizer.from_pretrained(wan_bundle / "text_tokenizer"),
+        vae=AutoencoderKLWan.from_pretrained(wan_bundle, subfolder="vae"),
+        scheduler=UniPCMultistepScheduler.from_pretrained(wan_bundle, subfolder="scheduler"),
+        enable_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("mode", ["forward_dynamics", "policy"])
+def test_one_chunk_matches_the_reference_pipeline(mode, wan_bundle, reference_pipeline):
+    from diffusers.pipelines.cosmos.pipeline_cosmos3_omni import CosmosActionCondition
+
+    img = demo_image(256, 256, seed=4)
+    actions = torch.randn(8, 10, generator=torch.Generator().manual_seed(0))
+    condition = CosmosActionCondition(
+        mode=mode, chunk_size=8, domain_name="droid_lerobot", resolution_tier=256, image=Image.fromarray(img),
+        raw_actions=actions if mode == "forward_dynamics" else None, view_point="wrist_view",
+    )
+    expected = reference_pipeline("put the cup on the plate", action=condition, num_inference_steps=3,
+                                  guidance_scale=3.0, fps=15.0, generator=torch.Generator().manual_seed(5),
+                                  output_type="latent")
+    wm = WorldModel.from_pretrained(wan_bundle, sampler=STEPS)
+    world = wm.reset(img, "put the cup on the plate", "droid_lerobot", seed=5, chunk_size=8, fps=15.0,
+                     view_point="wrist_view")
+    result = world.step(actions) if mode == "forward_dynamics" else world.predict()
+    assert result.latents.shape == expected.video[0].shape == (48, 3, 16, 16)
+    assert rel(result.latents, expected.video[0]) <= 1e-4
+    assert result.frames.shape == (8, 256, 256, 3) and result.frames.dtype == np.uint8
+    if mode == "policy":
+        assert result.actions.shape == (8, 10)
+        assert rel(result.actions, expected.action[0]) <= 1e-4
+
+
+@pytest.fixture(scope="module")
+def wm(tiny_bundle):
+    return WorldModel.from_pretrained(tiny_bundle, sampler=SamplerConfig(num_steps=3, guidance_scale=2.0))
+
+
+def rollout(wm, seed, chunks=5, instruction="stack the blocks", embodiment="bridge_orig_lerobot", **kw):
+    world = wm.reset(demo_image(seed=1), instruction, embodiment, seed=seed, chunk_size=4, **kw)
+    rng = np.random.default_rng(seed)
+    dim = world.embodiment.action_dim
+    return world, [world.step(rng.uniform(-1, 1, (4, dim)).astype(np.float32)) for _ in range(chunks)]
+
+
+def test_five_chunk_rollout_is_deterministic_for_a_seed(wm):
+    _, a = rollout(wm, seed=3)
+    _, b = rollout(wm, seed=3)
+    _, c = rollout(wm, seed=4)
+    assert all(np.array_equal(x.frames, y.frames) for x, y in zip(a, b))
+    assert not np.array_equal(a[-1].frames, c[-1].frames)
+    assert all(r.frames.shape == (4, 64, 64, 3) for r in a)
+
+
+def test_each_chunk_starts_from_the_previous_chunks_last_frame(wm):
+    world, results = rollout(wm, seed=6, chunks=2)
+    first_latent_of_chunk2 = results[1].latents[:, 0]
+    reencoded = wm.codec.encode(torch.from_numpy(results[0].frames[-1]).permute(2, 0, 1)[:, None][None] / 127.5 - 1)
+    assert rel(first_latent_of_chunk2, reencoded[0, :, 0]) < 0.05  # clean frame, drifted only by the solver
+    assert np.array_equal(world.last_frame, results[1].frames[-1])
+
+
+def test_prefix_is_encoded_once_per_instruction(wm):
+    stats = wm.generator.prefix_cache.stats
+    before = stats.tokens_encoded
+    rollout(wm, seed=0, chunks=5, instruction="open the drawer slowly")
+    encoded_first_episode = stats.tokens_encoded - before
+    assert encoded_first_episode > 0
+    rollout(wm, seed=1, chunks=5, instruction="open the drawer slowly")  # a later episode, same instruction
+    assert stats.tokens_encoded - before == encoded_first_episode
+    misses = stats.misses
+    rollout(wm, seed=1, chunks=1, instruction="close the drawer")  # shares the system prompt: partial hit
+    assert stats.misses == misses and stats.partial_hits > 0
+
+
+def test_batched_worlds_equal_single_worlds(wm):
+    setups = [  # instruction, embodiment, seed, image seed, chunk size
+        ("stack the blocks", "bridge_orig_lerobot", 1, 1, 4),
+        ("wipe the table", "fractal", 2, 2, 4),
+        ("push the T into the goal", "pusht", 3, 3, 2),
+    ]
+    def make():
+        return [wm.reset(demo_image(seed=s_img), ins, emb, seed=s, chunk_size=n) for ins, emb, s, s_img, n in setups]
+    rng = np.random.default_rng(0)
+    acts = [[rng.uniform(-1, 1, (n, wm.embodiments.get(emb).action_dim)) for _, emb, _, _, n in setups] for _ in range(2)]
+    batch = make()
+    batched = [wm.step(batch, a) for a in acts]
+    singles = make()
+    for i, w in enumerate(singles):
+        for c, a in enumerate(acts):
+            alone = w.step(a[i])
+            assert rel(batched[c][i].latents, alone.latents) <= 1e-5
+            assert np.abs(batched[c][i].frames.astype(int) - alone.frames.astype(int)).max() <= 1
+
+
+def test_one_world_resets_while_the_others_go_on(wm):
+    a = wm.reset(demo_image(seed=1), "stack", "bridge_orig_lerobot", seed=1, chunk_size=4)
+    b = wm.reset(demo_image(seed=2), "wipe", "bridge_orig_lerobot", seed=2, chunk_size=4)
+    ref = wm.reset(demo_image(seed=1), "stack", "bridge_orig_lerobot", seed=1, chunk_size=4)
+    act = np.zeros((4, 10), np.float32)
+    wm.step([a, b], [act, act])
+    ref.step(act)
+    wm.reset(demo_image(seed=9), "new task", "bridge_orig_lerobot", seed=9, chunk_size=4, world=b)
+    assert b.num_chunks == 0 and b.instruction == "new task"
+    out = wm.step([a, b], [act, act])
+    assert a.num_chunks == 2
+    assert rel(out[0].latents, ref.step(act).latents) <= 1e-5
+
+
+def test_policy_mode_returns_raw_actions_and_advances(wm):
+    world = wm.reset(demo_image(), "pick", "umi", seed=0, chunk_size=4)
+    r = world.predict()
+    assert r.actions.shape == (4, 10) and np.isfinite(r.actions).all()
+    assert r.frames.shape == (4, 64, 64, 3) and world.num_chunks == 1
+
+
+def test_inverse_dynamics_shapes_and_determinism(wm):
+    video = np.stack([demo_image(seed=s) for s in range(5)])
+    a = wm.infer_actions(video, "move", "fractal", seed=2)
+    b = wm.infer_actions(video, "move", "fractal", seed=2)
+    assert a.shape == (4, 10) and np.array_equal(a, b)
+
+
+def test_history_conditions_on_more_frames_once_they_exist(wm):
+    world = wm.reset(demo_image(), "stack", "bridge_orig_lerobot", seed=0, chunk_size=4, history=3)
+    act = np.zeros((4, 10), np.float32)
+    assert world.step(act).latents.shape[1] == 1 + 4  # only the start frame exists
+    assert world.step(act).latents.shape[1] == 3 + 4  # two more frames of context, and their actions
+    assert world.step(act).latents.shape[1] == 3 + 4
+
+
+def test_vae_geometry_pairs_n_actions_with_n_plus_one_frames(wan_bundle):
+    wm = WorldModel.from_pretrained(wan_bundle, sampler=SamplerConfig(num_steps=1, guidance_scale=1.0))
+    world = wm.reset(demo_image(32, 48), "go", "fractal", seed=0, chunk_size=4)
+    r = world.step(np.zeros((4, 10)))
+    assert r.latents.shape == (48, 2, 2, 3) and r.frames.shape == (4, 32, 48, 3)
+    with pytest.raises(ValueError, match="chunk_size must be a positive multiple of the codec's temporal factor 4"):
+        wm.reset(demo_image(32, 48), "go", "fractal", chunk_size=6)
+
+
+BAD_STEPS = [
+    (np.zeros((4, 7)), r"actions\[0\]: actions must have shape \[4, 10\]"),
+    (np.zeros((3, 10)), r"actions must have shape \[4, 10\]"),
+    (np.full((4, 10), np.nan), "finite"),
+    (np.full((4, 10), np.inf), "finite"),
+    (np.zeros((4, 10), dtype=bool), "dtype"),
+    (np.array([["a"] * 10] * 4), "dtype"),
+]
+
+
+@pytest.mark.parametrize("bad, message", BAD_STEPS)
+def test_rejected_actions_leave_the_world_usable(wm, bad, message):
+    world = wm.reset(demo_image(), "stack", "bridge_orig_lerobot", seed=8, chunk_size=4)
+    twin = wm.reset(demo_image(), "stack", "bridge_orig_lerobot", seed=8, chunk_size=4)
+    snapshot = bad.copy()
+    with pytest.raises(ValueError, match=message):
+        world.step(bad)
+    assert np.array_equal(bad, snapshot, equal_nan=bad.dtype.kind == "f") and world.num_chunks == 0
+    act = np.full((4, 10), 0.3, np.float32)
+    assert np.array_equal(world.step(act).frames, twin.step(act).frames)  # same random stream as an untouched twin
+
+
+def test_bad_resets_give_clear_errors(wm):
+    img = demo_image()
+    cases = [
+        (dict(image=img[..., :2]), "image must be"),
+        (dict(image=img.astype(np.int32)), "uint8 or float"),
+        (dict(image=img / 255.0 * 2), r"floats must lie in \[0, 1\]"),
+        (dict(image=np.full((64, 64, 3), np.nan)), "NaN"),
+        (dict(image=img[:62]), "multiples of 4"),
+        (dict(image=img, embodiment="not_a_robot"), "not_a_robot"),
+        (dict(image=img, embodiment="libero"), "register"),
+        (dict(image=img, chunk_size=0), "chunk_size"),
+        (dict(image=img, history=0), "history"),
+        (dict(), "exactly one of image"),
+    ]
+    for kwargs, message in cases:
+        kwargs.setdefault("embodiment", "bridge_orig_lerobot")
+        with pytest.raises((ValueError, KeyError), match=message):
+            wm.reset(instruction="x", seed=0, **kwargs)
+
+
+def test_prompt_longer_than_the_model_accepts(tiny_bundle):
+    wm = WorldModel.from_pretrained(tiny_bundle, max_prompt_tokens=60)
+    with pytest.raises(ValueError, match=r"instruction prompt is \d+ tokens long, more than the maximum of 60"):
+        wm.reset(demo_image(), "a very long instruction " * 20, "bridge_orig_lerobot", seed=0)
+
+
+def test_worlds_of_another_model_are_rejected(wm, tiny_bundle):
+    other = WorldModel.from_pretrained(tiny_bundle)
+    world = other.reset(demo_image(), "x", "bridge_orig_lerobot", seed=0, chunk_size=4)
+    with pytest.raises(ValueError, match="created by this WorldModel"):
+        wm.step([world], [np.zeros((4, 10))])
