@@ -40,6 +40,18 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def paired_medians(fn_a, fn_b, repeats: int) -> tuple[float, float]:
+    """Median times of a and b, measured alternately so that both see the same machine state."""
+    fn_a(), fn_b()  # warm-up
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, times in ((fn_a, ta), (fn_b, tb)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(ta), statistics.median(tb)
+
+
 def matmul_peak(dtype: torch.dtype) -> float:
     a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
     t = median_time(lambda: a @ b, 5)
@@ -60,7 +72,7 @@ def step_flops(cfg: dict, gen_tokens: int, prefix_lens: list[int]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--uncond-len", type=int, default=PROMPT_LEN, help="negative-prompt length in tokens")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -108,7 +120,7 @@ def main() -> None:
         def our_step():
             ours.denoise_step(plan, [v, v], T, action=[a, a])
 
-        t_ref, t_ours = median_time(reference_step, args.repeats), median_time(our_step, args.repeats)
+        t_ref, t_ours = paired_medians(reference_step, our_step, args.repeats)
         peak[dtype] = matmul_peak(dtype)
         gflops = step_flops(CONFIG, gen_tokens, [PROMPT_LEN, args.uncond_len]) / t_ours / 1e9
         name = str(dtype).removeprefix("torch.")

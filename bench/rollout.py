@@ -25,6 +25,25 @@ SIZE, CHUNK, EMBODIMENT, FPS = 256, 8, "bridge_orig_lerobot", 5.0
 INSTRUCTION = "pick up the red block and place it in the bowl"
 
 
+class Stopwatch:
+    """Accumulates the time spent in wrapped callables (here: the VAE's encode and decode)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+
+    def wrap(self, obj, name: str) -> None:
+        fn = getattr(obj, name)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.total += time.perf_counter() - start
+
+        setattr(obj, name, timed)
+
+
 def reference_rollout(pipe, image: np.ndarray, chunks: int, steps: int, guidance: float, seed: int) -> float:
     from PIL import Image
     from diffusers.pipelines.cosmos.pipeline_cosmos3_omni import CosmosActionCondition
@@ -57,6 +76,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--dtype", default="bfloat16", help="dtype of transformer and VAE, both sides")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     from diffusers import AutoencoderKLWan, Cosmos3OmniPipeline, Cosmos3OmniTransformer, UniPCMultistepScheduler
@@ -70,22 +90,41 @@ def main() -> None:
         scheduler=UniPCMultistepScheduler.from_pretrained(root, subfolder="scheduler"),
         enable_safety_checker=False,
     )
+    dtype = getattr(torch, args.dtype)
+    pipe.transformer.to(dtype).time_embedder.to(torch.float32)  # as from_pretrained(torch_dtype=...) would
+    pipe.vae.to(dtype)
     pipe.set_progress_bar_config(disable=True)
-    wm = WorldModel.from_pretrained(root, sampler=SamplerConfig(num_steps=args.steps, guidance_scale=args.guidance))
+    sampler = SamplerConfig(num_steps=args.steps, guidance_scale=args.guidance)
+    wm = WorldModel.from_pretrained(root, sampler=sampler, torch_dtype=dtype)
     image = demo_image(SIZE, SIZE, seed=0)
+    ref_vae, our_vae = Stopwatch(), Stopwatch()
+    for name in ("encode", "decode"):
+        ref_vae.wrap(pipe.vae, name)
+        our_vae.wrap(wm.codec, name)
 
     reference_rollout(pipe, image, 1, args.steps, args.guidance, 0)  # warm-up both
     our_rollout(wm, 1, 1, 0)
-    t_ref = reference_rollout(pipe, image, args.chunks, args.steps, args.guidance, 0)
-    t_one = our_rollout(wm, 1, args.chunks, 0)
-    t_batch = our_rollout(wm, args.batch, args.chunks, 0)
-    ref_cps, one_cps, batch_cps = args.chunks / t_ref, args.chunks / t_one, args.chunks * args.batch / t_batch
+    rows = []
+    for label, run, stopwatch, worlds in (
+        ("reference pipeline, B=1", lambda: reference_rollout(pipe, image, args.chunks, args.steps, args.guidance, 0),
+         ref_vae, 1),
+        ("ours, B=1", lambda: our_rollout(wm, 1, args.chunks, 0), our_vae, 1),
+        (f"ours, B={args.batch}", lambda: our_rollout(wm, args.batch, args.chunks, 0), our_vae, args.batch),
+    ):  # fmt: skip
+        stopwatch.total = 0.0
+        total = run()
+        per_world = args.chunks * worlds
+        rows.append((label, per_world / total, per_world / stopwatch.total, per_world / (total - stopwatch.total)))
     print(f"{args.chunks} chunks of {CHUNK} actions ({CHUNK + 1} frames of {SIZE}x{SIZE}), {args.steps} steps, "
-          f"guidance {args.guidance}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"reference pipeline, B=1 : {ref_cps:6.2f} chunks/s")
-    print(f"ours, B=1               : {one_cps:6.2f} chunks/s   ({one_cps / ref_cps:.2f}x the reference; goal >= 3x)")
-    print(f"ours, B={args.batch:<2}              : {batch_cps:6.2f} world-chunks/s ({batch_cps / one_cps:.2f}x B=1 "
-          f"per world; goal >= 2x)")  # fmt: skip
+          f"guidance {args.guidance}, {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'':24} {'world-chunks/s':>15} {'VAE only':>10} {'all but VAE':>12}")
+    for label, total, vae, rest in rows:
+        print(f"{label:24} {total:15.2f} {vae:10.2f} {rest:12.2f}")
+    (_, ref, ref_vae_cps, ref_rest), (_, one, one_vae, one_rest), (_, batch, _, batch_rest) = rows
+    print(f"ours / reference at B=1: {one / ref:.2f}x end to end (goal >= 3x); "
+          f"{one_rest / ref_rest:.2f}x outside the VAE; VAE {one_vae / ref_vae_cps:.2f}x")
+    print(f"B={args.batch} / B=1 per world: {batch / one:.2f}x end to end (goal >= 2x); "
+          f"{batch_rest / one_rest:.2f}x outside the VAE")
 
 
 if __name__ == "__main__":

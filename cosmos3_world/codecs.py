@@ -157,6 +157,7 @@ class WanVAECodec(Codec):
             raise TypeError(f"vae must be a diffusers AutoencoderKLWan, got {type(vae).__name__}")
         _check_wan_config(vae.config)
         self.vae = vae.eval()
+        self._use_channels_last()
 
     @classmethod
     def from_pretrained(
@@ -198,7 +199,17 @@ class WanVAECodec(Codec):
             self.vae.to(device=device)
         if dtype is not None:
             self.vae.to(dtype=dtype)
+        self._use_channels_last()
         return self
+
+    def _use_channels_last(self) -> None:
+        """On CPU, store 3-D conv weights channels-last: oneDNN then runs the convolutions, and the
+        channel-wise RMS norms between them, on contiguous channels (~1.6x faster decode, same math)."""
+        if self.device.type != "cpu":
+            return
+        for module in self.vae.modules():
+            if isinstance(module, torch.nn.Conv3d):
+                module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last_3d)
 
     def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, inv_std) as ``[1, C, 1, 1, 1]`` in the VAE's dtype, ``inv_std = 1 / std`` computed in it."""

@@ -137,61 +137,80 @@ class MoTDecoderLayer(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-class AttentionLayout:
-    """Batches B sequences (each: a prefix + some generation tokens) for one SDPA call per layer.
+@dataclass
+class _Bucket:
+    """Sequences with the same prefix length and generation length: one unpadded SDPA call."""
 
-    Generation tokens stay packed [N, ...] for projections and MLPs (no padding FLOPs); for the
-    attention they are laid out [B, heads, max_gen, D] behind the padded prefix K/V, which is built
-    once per plan. A key mask hides the padding when lengths differ.
+    rows: slice | torch.Tensor  # their packed generation rows (a slice when contiguous)
+    count: int
+    gen_len: int
+    keys: list[torch.Tensor]  # per layer [count, kv_heads, prefix_len, D]
+    values: list[torch.Tensor]
+
+
+class AttentionLayout:
+    """Batches B sequences (each: a prefix + some generation tokens) for the generation attention.
+
+    Generation tokens stay packed [N, ...] for projections and MLPs. For the attention, sequences
+    are bucketed by (prefix length, generation length) so each bucket is one dense SDPA call with
+    no padding and no mask (cond and uncond of many worlds make two buckets). A bucket whose
+    sequences share one prefix object reads it through a broadcast view instead of copies.
     """
 
     def __init__(self, prefixes: Sequence[PrefixKV], gen_lengths: Sequence[int], device: torch.device):
-        self.batch = len(prefixes)
-        self.gen_lengths = list(gen_lengths)
-        self.max_gen = max(self.gen_lengths)
-        prefix_lengths = [p.length for p in prefixes]
-        max_prefix = max(prefix_lengths)
+        self.num_tokens = sum(gen_lengths)
+        offsets = [0]
+        for g in gen_lengths:
+            offsets.append(offsets[-1] + g)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (p, g) in enumerate(zip(prefixes, gen_lengths)):
+            groups.setdefault((p.length, g), []).append(i)
         num_layers = len(prefixes[0].keys)
-        self.uniform_gen = all(g == self.max_gen for g in self.gen_lengths)
+        self.buckets: list[_Bucket] = []
+        for (_, g), seqs in groups.items():
+            if seqs == list(range(seqs[0], seqs[-1] + 1)):
+                rows: slice | torch.Tensor = slice(offsets[seqs[0]], offsets[seqs[-1]] + g)
+            else:
+                rows = torch.cat([torch.arange(offsets[i], offsets[i] + g) for i in seqs]).to(device)
+            members = [prefixes[i] for i in seqs]
+            shared = all(m is members[0] for m in members)
 
-        def padded(tensors: Sequence[torch.Tensor]) -> torch.Tensor:  # -> [B, kv_heads, max_prefix, D]
-            if len(tensors) == 1 or all(t.shape[1] == max_prefix for t in tensors):
+            def stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
+                if shared:
+                    return tensors[0].to(device)[None].expand(len(seqs), *tensors[0].shape)
                 return torch.stack([t.to(device) for t in tensors])
-            out = tensors[0].new_zeros(len(tensors), tensors[0].shape[0], max_prefix, tensors[0].shape[2], device=device)
-            for b, t in enumerate(tensors):
-                out[b, :, : t.shape[1]] = t
-            return out
 
-        self.prefix_keys = [padded([p.keys_for_generation[i] for p in prefixes]) for i in range(num_layers)]
-        self.prefix_values = [padded([p.values[i] for p in prefixes]) for i in range(num_layers)]
-
-        # Row of each packed token in the [B * max_gen] padded layout.
-        self.pad_index = torch.cat(
-            [torch.arange(g, device=device) + b * self.max_gen for b, g in enumerate(self.gen_lengths)]
-        )
-        if self.uniform_gen and all(n == max_prefix for n in prefix_lengths):
-            self.mask = None
-        else:
-            keep = torch.zeros(self.batch, max_prefix + self.max_gen, dtype=torch.bool, device=device)
-            for b, (lp, g) in enumerate(zip(prefix_lengths, self.gen_lengths)):
-                keep[b, :lp] = True
-                keep[b, max_prefix : max_prefix + g] = True
-            self.mask = keep[:, None, None, :]  # [B, 1, 1, S]
-
-    def _to_padded(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, heads, D] packed -> [B, heads, max_gen, D]."""
-        if not self.uniform_gen:
-            out = x.new_zeros(self.batch * self.max_gen, *x.shape[1:])
-            x = out.index_copy_(0, self.pad_index, x)
-        return x.view(self.batch, self.max_gen, *x.shape[1:]).transpose(1, 2)
+            self.buckets.append(_Bucket(
+                rows=rows, count=len(seqs), gen_len=g,
+                keys=[stacked([m.keys_for_generation[i] for m in members]) for i in range(num_layers)],
+                values=[stacked([m.values[i] for m in members]) for i in range(num_layers)],
+            ))  # fmt: skip
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_idx: int) -> torch.Tensor:
-        """q [N, heads, D], k/v [N, kv_heads, D] -> [N, heads * D]."""
-        keys = torch.cat([self.prefix_keys[layer_idx], self._to_padded(k)], dim=2)
-        values = torch.cat([self.prefix_values[layer_idx], self._to_padded(v)], dim=2)
-        o = F.scaled_dot_product_attention(self._to_padded(q), keys, values, attn_mask=self.mask, enable_gqa=True)
-        o = o.transpose(1, 2).reshape(self.batch * self.max_gen, -1)  # [B * max_gen, heads * D]
-        return o if self.uniform_gen else o[self.pad_index]
+        """q [N, heads, D], k/v [N, kv_heads, D] -> [N, heads * D].
+
+        Query heads that share a K/V head are stacked along the query axis ([b, kv_heads,
+        group * gen, D]), so one plain SDPA call reads each K/V head once (same result as GQA).
+        """
+        heads, kv_heads, d = q.shape[1], k.shape[1], k.shape[2]
+        group = heads // kv_heads
+        if len(self.buckets) == 1:
+            return self._attend_bucket(self.buckets[0], q, k, v, layer_idx, group)
+        out = q.new_empty(self.num_tokens, heads * d)
+        for bucket in self.buckets:
+            rows = bucket.rows
+            out[rows] = self._attend_bucket(bucket, q[rows], k[rows], v[rows], layer_idx, group)
+        return out
+
+    @staticmethod
+    def _attend_bucket(bucket: _Bucket, q, k, v, layer_idx: int, group: int) -> torch.Tensor:
+        b, n = bucket.count, bucket.gen_len
+        kv_heads, d = k.shape[1], k.shape[2]
+        keys = torch.cat([bucket.keys[layer_idx], k.view(b, n, kv_heads, d).transpose(1, 2)], dim=2)
+        values = torch.cat([bucket.values[layer_idx], v.view(b, n, kv_heads, d).transpose(1, 2)], dim=2)
+        queries = q.reshape(b, n, kv_heads, group, d).permute(0, 2, 3, 1, 4).reshape(b, kv_heads, group * n, d)
+        o = F.scaled_dot_product_attention(queries, keys, values)  # [b, kv_heads, group * n, D]
+        return o.view(b, kv_heads, group, n, d).permute(0, 3, 1, 2, 4).reshape(b * n, kv_heads * group * d)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -104,12 +104,16 @@ def test_batched_step_equals_per_item_steps(models):
             assert rel(batched.action[i], single.action[0]) <= TOL
 
 
-def test_cfg_pair_with_uniform_lengths_takes_the_unpadded_path(models):
+def test_sequences_are_bucketed_by_lengths_without_padding(models):
     ours, _ = models
     cond, uncond = ours.encode_prefix(list(range(1, 21))), ours.encode_prefix(list(range(101, 121)))
     specs = [GenerationSpec(prefix=p, vision_shape=(2, 4, 4), vision_noisy=(1,)) for p in (cond, uncond)]
     plan = ours.plan(specs)
-    assert plan.layout.mask is None
+    assert len(plan.layout.buckets) == 1 and plan.layout.buckets[0].rows == slice(0, 2 * 8)
+    short = ours.encode_prefix([5, 6, 7])
+    mixed = ours.plan(specs + [GenerationSpec(prefix=short, vision_shape=(2, 4, 4), vision_noisy=(1,)), specs[0]])
+    assert sorted(b.count for b in mixed.layout.buckets) == [1, 3]
+    assert mixed.layout.buckets[0].keys[0].stride(0) != 0  # two distinct prefixes of one length: stacked
     v = torch.randn(8, 2, 4, 4)
     out = ours.denoise_step(plan, [v, v], 500.0)
     single = ours.denoise_step(ours.plan(specs[1:]), [v], 500.0)
