@@ -26,7 +26,7 @@ DEFAULT_SCHEDULER_CONFIG = {
     "solver_order": 2,
 }
 
-_SCHEDULERS = {"unipc": UniPCMultistepScheduler, "euler": FlowMatchEulerDiscreteScheduler}
+_SOLVERS = ("unipc", "euler")
 
 
 @dataclass
@@ -40,8 +40,8 @@ class SamplerConfig:
     native_flow_schedule: bool = False  # linspace(1 - 1/T, 0) sigmas, as the reference's use_native_flow_schedule
 
     def __post_init__(self) -> None:
-        if self.solver not in _SCHEDULERS:
-            raise ValueError(f"solver must be one of {sorted(_SCHEDULERS)}, got {self.solver!r}")
+        if self.solver not in _SOLVERS:
+            raise ValueError(f"solver must be one of {list(_SOLVERS)}, got {self.solver!r}")
         if self.sigmas is not None:
             sig = tuple(float(s) for s in self.sigmas)
             if not sig or any(not 0.0 <= s <= 1.0 for s in sig) or any(a <= b for a, b in zip(sig, sig[1:])):
@@ -66,25 +66,25 @@ class FlowSampler:
 
     def make_scheduler(self) -> SchedulerMixin:
         """A fresh scheduler with this chunk's timesteps set (schedulers keep per-loop state)."""
-        cls = _SCHEDULERS[self.config.solver]
+        cfg = self.config
         base = UniPCMultistepScheduler.from_config(self.scheduler_config)
-        sched = base if cls is UniPCMultistepScheduler else cls.from_config(self._euler_config(base))
-        sigmas = self.config.sigmas
-        if sigmas is None and self.config.native_flow_schedule:
-            n = self.config.num_steps
-            sigmas = np.linspace(1.0 - 1.0 / base.config.num_train_timesteps, 0.0, n + 1)[:-1]
-        if sigmas is None and cls is FlowMatchEulerDiscreteScheduler:
-            base.set_timesteps(self.config.num_steps)  # Euler walks the very sigmas UniPC would use
-            sigmas = base.sigmas[:-1].numpy()
+        sigmas = None
+        if cfg.sigmas is not None:
+            # A fixed schedule is used verbatim: UniPC would otherwise apply its flow_shift to it.
+            base = UniPCMultistepScheduler.from_config({**self.scheduler_config, "flow_shift": 1.0})
+            sigmas = np.asarray(cfg.sigmas, dtype=np.float64)
+        elif cfg.native_flow_schedule:  # shifted by flow_shift, exactly as the reference pipeline does
+            sigmas = np.linspace(1.0 - 1.0 / base.config.num_train_timesteps, 0.0, cfg.num_steps + 1)[:-1]
         if sigmas is not None:
-            sched.set_timesteps(sigmas=list(map(float, sigmas)))
+            base.set_timesteps(sigmas=sigmas)
         else:
-            sched.set_timesteps(self.config.num_steps)
-        return sched
-
-    @staticmethod
-    def _euler_config(unipc: UniPCMultistepScheduler) -> dict:
-        return {"num_train_timesteps": unipc.config.num_train_timesteps, "shift": 1.0}
+            base.set_timesteps(cfg.num_steps)
+        if cfg.solver == "unipc":
+            return base
+        # Plain Euler over the very sigmas UniPC would walk (shift 1: they are already shifted).
+        euler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=base.config.num_train_timesteps, shift=1.0)
+        euler.set_timesteps(sigmas=base.sigmas[:-1].numpy())
+        return euler
 
     def sample(
         self,

@@ -152,3 +152,34 @@ def test_config_unknown_fields_warn_and_contradictions_raise():
     for key, (value, message) in bad.items():
         with pytest.raises(ValueError, match=message):
             Cosmos3Config.from_dict({**base, key: value})
+
+
+LOAD_AND_REPORT_PEAK = """
+import sys
+from cosmos3_world import Cosmos3Generator
+
+def status(key):  # bytes, from /proc/self/status
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key))
+
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak-RSS mark to the current RSS
+base = status("VmRSS")
+model = Cosmos3Generator.from_pretrained(sys.argv[1], subfolder=None)
+print(status("VmHWM") - base, sum(p.numel() * p.element_size() for p in model.parameters()))
+"""
+
+
+def test_loading_does_not_hold_the_weights_twice(tmp_path):
+    """Peak memory while loading a sharded checkpoint stays near one copy of the weights (meta-device
+    init + reading each tensor straight into place), not the two copies of init-then-load_state_dict."""
+    import subprocess
+    import sys
+
+    cfg = Cosmos3Config.from_dict(dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                       num_key_value_heads=2, head_dim=32, intermediate_size=256,
+                                       rope_axes_dim=[6, 5, 5], vocab_size=151936))
+    Cosmos3Generator(cfg).save_pretrained(tmp_path, max_shard_size="20MB")
+    out = subprocess.run([sys.executable, "-c", LOAD_AND_REPORT_PEAK, str(tmp_path)], capture_output=True, text=True,
+                         check=True)
+    peak, size = map(int, out.stdout.split())
+    assert size > 150e6
+    assert peak < 1.35 * size, f"peak {peak / 1e6:.0f} MB for {size / 1e6:.0f} MB of weights"
