@@ -250,7 +250,6 @@ class GenerationPlan:
     layout: AttentionLayout
     cos: torch.Tensor  # [N, D]
     sin: torch.Tensor  # [N, D]
-    offsets: list[int]  # first packed row of each sequence
     vision_rows: torch.Tensor  # packed rows of all vision tokens, item-major
     noisy_vision_rows: torch.Tensor  # packed rows of the noisy vision tokens
     noisy_vision_owner: torch.Tensor  # sequence index of each noisy vision token
@@ -371,7 +370,7 @@ class Cosmos3Generator(nn.Module):
         if not specs:
             raise ValueError("specs must hold at least one GenerationSpec")
         device, p = self.device, cfg.latent_patch_size
-        positions, gen_lengths, offsets = [], [], []
+        positions, gen_lengths = [], []
         rows = {k: [] for k in ("v", "nv", "nvo", "s", "ns", "nso", "a", "ad", "na", "nao", "nad")}
         cursor = 0
         for b, spec in enumerate(specs):
@@ -390,7 +389,6 @@ class Cosmos3Generator(nn.Module):
             fps = spec.fps if cfg.enable_fps_modulation else None
             grid = dict(temporal_offset=offset, base_fps=float(cfg.base_fps), reset_spatial_ids=cfg.unified_3d_mrope_reset_spatial_ids)
             seq_pos = [grid_position_ids(t, hp, wp, fps=fps, temporal_compression=4, **grid)]
-            offsets.append(cursor)
             rows["v"].append(torch.arange(cursor, cursor + t * per_frame))
             noisy = torch.tensor(sorted(spec.vision_noisy), dtype=torch.long)
             nv = (noisy[:, None] * per_frame + torch.arange(per_frame)).flatten() + cursor
@@ -427,7 +425,7 @@ class Cosmos3Generator(nn.Module):
         return GenerationPlan(
             specs=list(specs),
             layout=AttentionLayout([s.prefix for s in specs], gen_lengths, device),
-            cos=cos, sin=sin, offsets=offsets,
+            cos=cos, sin=sin,
             vision_rows=cat("v"), noisy_vision_rows=cat("nv"), noisy_vision_owner=cat("nvo"),
             sound_rows=cat("s"), noisy_sound_rows=cat("ns"), noisy_sound_owner=cat("nso"),
             action_rows=cat("a"), action_domains=cat("ad"), noisy_action_rows=cat("na"),

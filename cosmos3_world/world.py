@@ -52,7 +52,7 @@ class World:
     view_point: str
     height: int
     width: int
-    generator: torch.Generator = field(repr=False)
+    rng: torch.Generator = field(repr=False)  # this world's noise stream, seeded by reset
     frames: list[torch.Tensor] = field(default_factory=list, repr=False)  # recent [3, H, W] in [-1, 1]
     past_actions: list[torch.Tensor] = field(default_factory=list, repr=False)  # recent [action_dim] model-space
     num_chunks: int = 0
@@ -84,7 +84,7 @@ class _Job:
     prompt_ids: list[int]
     negative_ids: list[int]
     fps: float
-    generator: torch.Generator
+    rng: torch.Generator
 
 
 class WorldModel:
@@ -193,7 +193,7 @@ class WorldModel:
         state = dict(
             instruction=instruction, embodiment=emb, seed=seed, chunk_size=chunk_size, history=history, fps=fps,
             view_point=view_point or emb.view_point, height=pixels.shape[2], width=pixels.shape[3],
-            generator=torch.Generator().manual_seed(seed), frames=list(pixels.unbind(1)), past_actions=[], num_chunks=0,
+            rng=torch.Generator().manual_seed(seed), frames=list(pixels.unbind(1)), past_actions=[], num_chunks=0,
         )  # fmt: skip
         if world is None:
             world = World(model=self, **state)
@@ -267,7 +267,7 @@ class WorldModel:
             clip=pixels, latent_frames=self.codec.latent_frames(n + 1), vision_clean=self.codec.latent_frames(n + 1),
             actions=torch.zeros(n, self.generator.config.action_dim), action_noisy=tuple(range(n)), embodiment=emb,
             prompt_ids=check_length(prompt, self.max_prompt_tokens, name="instruction prompt"),
-            negative_ids=self._negative_ids(n + 1), fps=fps, generator=torch.Generator().manual_seed(seed),
+            negative_ids=self._negative_ids(n + 1), fps=fps, rng=torch.Generator().manual_seed(seed),
         )  # fmt: skip
         res = self._denoise([job], decode=False)[0]
         return unnormalize_actions(res.actions_model[:, : emb.action_dim], emb)
@@ -279,7 +279,7 @@ class WorldModel:
         k = self._history_latents(w)
         clip_frames = (k - 1) * tf + 1
         clip = torch.stack(w.frames[-clip_frames:], dim=1)  # [3, Tc, H, W]
-        past = [a for a in w.past_actions[len(w.past_actions) - (k - 1) * tf :]] if k > 1 else []
+        past = w.past_actions[-(k - 1) * tf :] if k > 1 else []
         d = self.generator.config.action_dim
         fresh = new_actions if new_actions is not None else torch.zeros(n, d)
         actions = torch.cat([torch.stack(past) if past else torch.zeros(0, d), fresh.to(torch.float32)])
@@ -287,23 +287,23 @@ class WorldModel:
         return _Job(
             clip=clip, latent_frames=k + n // tf, vision_clean=k, actions=actions, action_noisy=noisy,
             embodiment=w.embodiment, prompt_ids=self._prompt_ids(w, clip_frames + n),
-            negative_ids=self._negative_ids(clip_frames + n), fps=w.fps, generator=w.generator,
+            negative_ids=self._negative_ids(clip_frames + n), fps=w.fps, rng=w.rng,
         )  # fmt: skip
 
     def _denoise(self, jobs: list[_Job], decode: bool = True) -> list["_RawResult"]:
         """Denoise one chunk of every job together; returns per-job latents, decoded frames, actions."""
-        gen, cfg = self.generator, self.generator.config
-        states = [j.generator.get_state() for j in jobs]
+        gen = self.generator
+        states = [j.rng.get_state() for j in jobs]
         try:
             x0 = self._encode([j.clip for j in jobs])
             vision, actions, keep = [], [], []
             for j, clean in zip(jobs, x0):
                 c, _, h, w = clean.shape
                 # Same draws, in the same order, as the reference pipeline: vision noise, then action noise.
-                noise = torch.randn((1, c, j.latent_frames, h, w), generator=j.generator)[0]
+                noise = torch.randn((1, c, j.latent_frames, h, w), generator=j.rng)[0]
                 noise[:, : j.vision_clean] = clean
                 vision.append(noise)
-                a_noise = torch.randn(j.actions.shape, generator=j.generator)
+                a_noise = torch.randn(j.actions.shape, generator=j.rng)
                 noisy = torch.zeros(len(j.actions), dtype=torch.bool)
                 noisy[list(j.action_noisy)] = True
                 a = torch.where(noisy[:, None], a_noise, j.actions)
@@ -339,10 +339,9 @@ class WorldModel:
             frames = self._decode(latents) if decode else [None] * b
         except BaseException:
             for j, s in zip(jobs, states):
-                j.generator.set_state(s)
+                j.rng.set_state(s)
             raise
-        return [_RawResult(latents=l, pixels=f, actions_model=a, job=j)
-                for l, f, a, j in zip(latents, frames, actions, jobs)]  # fmt: skip
+        return [_RawResult(latents=z, pixels=f, actions_model=a) for z, f, a in zip(latents, frames, actions)]
 
     def _specs(self, jobs: list[_Job], shapes: list[torch.Size]) -> list[GenerationSpec]:
         cache = self.generator.prefix_cache
@@ -439,7 +438,6 @@ class _RawResult:
     latents: torch.Tensor
     pixels: torch.Tensor | None
     actions_model: torch.Tensor
-    job: _Job
     frames: np.ndarray | None = None
     actions: np.ndarray | None = None
 
