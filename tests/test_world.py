@@ -218,3 +218,19 @@ def test_worlds_of_another_model_are_rejected(wm, tiny_bundle):
     world = other.reset(demo_image(), "x", "bridge_orig_lerobot", seed=0, chunk_size=4)
     with pytest.raises(ValueError, match="created by this WorldModel"):
         wm.step([world], [np.zeros((4, 10))])
+
+
+def test_bundle_loads_from_the_hf_cache_offline(tiny_bundle, tmp_path, monkeypatch):
+    import shutil
+
+    repo = tmp_path / "hub" / "models--acme--cosmos3-tiny"
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    shutil.copytree(tiny_bundle, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    wm = WorldModel.from_pretrained("acme/cosmos3-tiny", cache_dir=tmp_path / "hub", torch_dtype="bfloat16",
+                                    sampler=SamplerConfig(num_steps=1))
+    assert wm.generator.dtype == torch.bfloat16 and wm.codec.dtype == torch.bfloat16
+    world = wm.reset(demo_image(), "x", "fractal", seed=0, chunk_size=2)
+    assert world.step(np.zeros((2, 10))).frames.shape == (2, 64, 64, 3)
