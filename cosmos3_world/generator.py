@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from diffusers.utils import BaseOutput
 
 from .config import Cosmos3Config
-from .layers import MLP, DomainAwareLinear, RMSNorm, TimestepEmbedder
+from .layers import MLP, DomainAwareLinear, RMSNorm, TimestepEmbedder, linear, onednn_linear
 from .prefix_cache import PrefixCache, PrefixKV
 from .rope import MultimodalRotary, apply_rotary, grid_position_ids, text_position_ids
 
@@ -117,18 +117,23 @@ class MoTDecoderLayer(nn.Module):
         return x, k, v, gk
 
     def generation(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: "AttentionLayout", layer_idx: int
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: "AttentionLayout", layer_idx: int,
+        out_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Generation pass over the packed tokens of all sequences. x [N, H] -> [N, H]."""
+        """Generation pass over the packed tokens of all sequences. x [N, H] -> [N, H], or [R, H] for
+        `out_rows` [R] only: every token still contributes its K/V, but the output projection and
+        MLP run on those rows alone (for the last layer, whose clean-token outputs nobody reads)."""
         attn = self.self_attn
         n = x.shape[0]
         hn = self.input_layernorm_moe_gen(x)
-        q = attn.norm_added_q(attn.add_q_proj(hn).view(n, attn.num_heads, attn.head_dim))
-        k = attn.norm_added_k(attn.add_k_proj(hn).view(n, attn.num_kv_heads, attn.head_dim))
-        v = attn.add_v_proj(hn).view(n, attn.num_kv_heads, attn.head_dim)
+        q = attn.norm_added_q(linear(hn, attn.add_q_proj).view(n, attn.num_heads, attn.head_dim))
+        k = attn.norm_added_k(linear(hn, attn.add_k_proj).view(n, attn.num_kv_heads, attn.head_dim))
+        v = linear(hn, attn.add_v_proj).view(n, attn.num_kv_heads, attn.head_dim)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         o = layout.attend(q, k, v, layer_idx)  # [N, heads * D]
-        x = x + attn.to_add_out(o)
+        if out_rows is not None:
+            x, o = x[out_rows], o[out_rows]  # [R, H], [R, heads * D]
+        x = x + linear(o, attn.to_add_out)
         return x + self.mlp_moe_gen(self.post_attention_layernorm_moe_gen(x))
 
 
@@ -202,15 +207,35 @@ class AttentionLayout:
             out[rows] = self._attend_bucket(bucket, q[rows], k[rows], v[rows], layer_idx, group)
         return out
 
-    @staticmethod
-    def _attend_bucket(bucket: _Bucket, q, k, v, layer_idx: int, group: int) -> torch.Tensor:
+    def _attend_bucket(self, bucket: _Bucket, q, k, v, layer_idx: int, group: int) -> torch.Tensor:
         b, n = bucket.count, bucket.gen_len
         kv_heads, d = k.shape[1], k.shape[2]
         keys = torch.cat([bucket.keys[layer_idx], k.view(b, n, kv_heads, d).transpose(1, 2)], dim=2)
         values = torch.cat([bucket.values[layer_idx], v.view(b, n, kv_heads, d).transpose(1, 2)], dim=2)
         queries = q.reshape(b, n, kv_heads, group, d).permute(0, 2, 3, 1, 4).reshape(b, kv_heads, group * n, d)
-        o = F.scaled_dot_product_attention(queries, keys, values)  # [b, kv_heads, group * n, D]
+        if q.device.type == "cpu" and q.dtype in (torch.float32, torch.bfloat16) and not torch.is_grad_enabled():
+            o = _cpu_attention(queries.flatten(0, 1), keys.flatten(0, 1), values.flatten(0, 1))
+        else:
+            o = F.scaled_dot_product_attention(queries, keys, values)  # [b, kv_heads, group * n, D]
         return o.view(b, kv_heads, group, n, d).permute(0, 3, 1, 2, 4).reshape(b * n, kv_heads * group * d)
+
+
+def _cpu_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Unmasked softmax(q k^T / sqrt(D)) v on CPU, float32 or bf16, no autograd.
+    q [B, M, D], k/v [B, L, D] -> [B, M, D].
+
+    PyTorch's CPU flash kernel computes its blocks with float32 gemms (bf16 inputs too), at MKL's
+    speed; here both products are oneDNN matmuls (p v a bf16 one in bf16), 1.5-1.8x faster at the
+    bench shapes. Precision as in the flash kernel: float32 scores and softmax, probabilities
+    rounded to the input dtype for p v. Scores [M, L] are made one slice at a time (cache-sized).
+    """
+    qs, kf = q.float() * q.shape[-1] ** -0.5, k.float()  # [B, M, D], [B, L, D] float32
+    vt = v.transpose(1, 2).contiguous()  # [B, D, L]
+    out = torch.empty_like(q)
+    for i in range(q.shape[0]):
+        probs = torch.softmax(onednn_linear(qs[i], kf[i]), dim=-1).to(v.dtype)  # [M, L]
+        out[i] = onednn_linear(probs, vt[i])  # [M, D]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,6 +286,7 @@ class GenerationPlan:
     noisy_action_rows: torch.Tensor
     noisy_action_owner: torch.Tensor
     noisy_action_domains: torch.Tensor
+    output_rows: torch.Tensor  # rows the heads read: [noisy vision ; noisy sound ; noisy action]
     num_tokens: int = field(default=0)
 
     @property
@@ -430,7 +456,7 @@ class Cosmos3Generator(nn.Module):
             sound_rows=cat("s"), noisy_sound_rows=cat("ns"), noisy_sound_owner=cat("nso"),
             action_rows=cat("a"), action_domains=cat("ad"), noisy_action_rows=cat("na"),
             noisy_action_owner=cat("nao"), noisy_action_domains=cat("nad"),
-            num_tokens=cursor,
+            output_rows=torch.cat([cat("nv"), cat("ns"), cat("na")]), num_tokens=cursor,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ generation pathway
@@ -497,22 +523,34 @@ class Cosmos3Generator(nn.Module):
                 x[plan.noisy_action_rows] += self._time_embedding(noisy_action_t, dtype)
         return x
 
+    def compile_generation(self, **compile_kwargs) -> None:
+        """torch.compile the generation layers of `denoise_step` (fuses the norms, RoPE and MLP
+        elementwise work). Compiles on first use of each plan shape (tens of seconds on CPU, then
+        cached); `dynamic=False` unless given. Weights stay ordinary inputs: reloading is safe."""
+        compile_kwargs.setdefault("dynamic", False)
+        self._run_generation = torch.compile(self._run_generation, **compile_kwargs)
+
     def _run_generation(self, plan: GenerationPlan, x: torch.Tensor) -> torch.Tensor:
+        """Packed tokens [N, H] -> last-layer outputs at `plan.output_rows` [R, H]."""
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer.generation(x, plan.cos, plan.sin, plan.layout, i)
+            x = layer.generation(x, plan.cos, plan.sin, plan.layout, i, out_rows=plan.output_rows if i == last else None)
         return x
 
     def _decode_generation(self, plan: GenerationPlan, x: torch.Tensor) -> GeneratorOutput:
-        """Final norm + heads on the noisy tokens only; per-item full-shaped outputs."""
+        """Final norm + heads on the noisy tokens x [R, H] (at `plan.output_rows`); per-item full-shaped outputs."""
         specs = plan.specs
-        v = self.proj_out(self.norm_moe_gen(x[plan.noisy_vision_rows]))
+        x_vision, x_sound, x_action = x.split(
+            [len(plan.noisy_vision_rows), len(plan.noisy_sound_rows), len(plan.noisy_action_rows)]
+        )
+        v = self.proj_out(self.norm_moe_gen(x_vision))
         counts = [len(s.vision_noisy) * (-(-s.vision_shape[1] // self.config.latent_patch_size))
                   * (-(-s.vision_shape[2] // self.config.latent_patch_size)) for s in specs]  # fmt: skip
         vision = [self._unpatchify(chunk, s.vision_shape, sorted(s.vision_noisy))
                   for chunk, s in zip(v.split(counts), specs)]  # fmt: skip
         sound = action = None
         if len(plan.sound_rows):
-            pred = self.audio_proj_out(self.norm_moe_gen(x[plan.noisy_sound_rows]))
+            pred = self.audio_proj_out(self.norm_moe_gen(x_sound))
             sound = []
             for s, chunk in zip(specs, pred.split([len(s.sound_noisy_frames) for s in specs])):
                 out = chunk.new_zeros(self.config.sound_dim, s.sound_len)
@@ -520,7 +558,7 @@ class Cosmos3Generator(nn.Module):
                     out[:, list(s.sound_noisy_frames)] = chunk.T
                 sound.append(out)
         if len(plan.action_rows):
-            pred = self.norm_moe_gen(x[plan.noisy_action_rows])
+            pred = self.norm_moe_gen(x_action)
             pred = self.action_proj_out(pred, plan.noisy_action_domains) if len(pred) else pred.new_zeros(0, self.config.action_dim)
             action, chunks = [], iter(pred.split([len(s.action_noisy) for s in specs]))
             for s, chunk in zip(specs, chunks):
