@@ -20,6 +20,7 @@ import torch
 
 from cosmos3_world import SamplerConfig, WorldModel, build_tiny_bundle, demo_image
 from cosmos3_world.cli import scripted_actions
+from cosmos3_world.testing import reference_pipeline
 
 SIZE, CHUNK, EMBODIMENT, FPS = 256, 8, "bridge_orig_lerobot", 5.0
 INSTRUCTION = "pick up the red block and place it in the bowl"
@@ -79,21 +80,11 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16", help="dtype of transformer and VAE, both sides")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    from diffusers import AutoencoderKLWan, Cosmos3OmniPipeline, Cosmos3OmniTransformer, UniPCMultistepScheduler
-    from transformers import AutoTokenizer
-
     root = build_tiny_bundle(tempfile.mkdtemp(prefix="bench_rollout_"), codec="wan", seed=0)
-    pipe = Cosmos3OmniPipeline(
-        transformer=Cosmos3OmniTransformer.from_pretrained(root, subfolder="transformer"),
-        text_tokenizer=AutoTokenizer.from_pretrained(root / "text_tokenizer"),
-        vae=AutoencoderKLWan.from_pretrained(root, subfolder="vae"),
-        scheduler=UniPCMultistepScheduler.from_pretrained(root, subfolder="scheduler"),
-        enable_safety_checker=False,
-    )
+    pipe = reference_pipeline(root)
     dtype = getattr(torch, args.dtype)
     pipe.transformer.to(dtype).time_embedder.to(torch.float32)  # as from_pretrained(torch_dtype=...) would
     pipe.vae.to(dtype)
-    pipe.set_progress_bar_config(disable=True)
     sampler = SamplerConfig(num_steps=args.steps, guidance_scale=args.guidance)
     wm = WorldModel.from_pretrained(root, sampler=sampler, torch_dtype=dtype)
     image = demo_image(SIZE, SIZE, seed=0)

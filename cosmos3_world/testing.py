@@ -127,3 +127,21 @@ def build_tiny_tokenizer(save_dir: str | Path) -> PreTrainedTokenizerFast:
     )
     tokenizer.save_pretrained(str(save_dir))
     return AutoTokenizer.from_pretrained(str(save_dir))
+
+
+def reference_pipeline(bundle: str | Path):
+    """diffusers' own `Cosmos3OmniPipeline` on a bundle with a Wan VAE (safety checker off, no
+    progress bars): the oracle our world engine is checked and benchmarked against."""
+    from diffusers import AutoencoderKLWan, Cosmos3OmniPipeline, Cosmos3OmniTransformer, UniPCMultistepScheduler
+    from transformers import AutoTokenizer
+
+    bundle = Path(bundle)
+    pipe = Cosmos3OmniPipeline(
+        transformer=Cosmos3OmniTransformer.from_pretrained(bundle, subfolder="transformer"),
+        text_tokenizer=AutoTokenizer.from_pretrained(bundle / "text_tokenizer"),
+        vae=AutoencoderKLWan.from_pretrained(bundle, subfolder="vae"),
+        scheduler=UniPCMultistepScheduler.from_pretrained(bundle, subfolder="scheduler"),
+        enable_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

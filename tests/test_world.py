@@ -19,18 +19,9 @@ def rel(a, b):
 
 @pytest.fixture(scope="module")
 def reference_pipeline(wan_bundle):
-    from diffusers import AutoencoderKLWan, Cosmos3OmniPipeline, Cosmos3OmniTransformer, UniPCMultistepScheduler
-    from transformers import AutoTokenizer
+    from cosmos3_world.testing import reference_pipeline
 
-    pipe = Cosmos3OmniPipeline(
-        transformer=Cosmos3OmniTransformer.from_pretrained(wan_bundle, subfolder="transformer"),
-        text_tokenizer=AutoTokenizer.from_pretrained(wan_bundle / "text_tokenizer"),
-        vae=AutoencoderKLWan.from_pretrained(wan_bundle, subfolder="vae"),
-        scheduler=UniPCMultistepScheduler.from_pretrained(wan_bundle, subfolder="scheduler"),
-        enable_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return reference_pipeline(wan_bundle)
 
 
 @pytest.mark.parametrize("mode", ["forward_dynamics", "policy"])
