@@ -35,7 +35,8 @@ def _rollout(args: argparse.Namespace) -> int:
     else:
         model_path = args.model
     sampler = SamplerConfig(num_steps=args.steps, guidance_scale=args.guidance, solver=args.solver)
-    wm = WorldModel.from_pretrained(model_path, sampler=sampler, device=args.device, torch_dtype=args.dtype)
+    wm = WorldModel.from_pretrained(model_path, sampler=sampler, device=args.device, torch_dtype=args.dtype,
+                                    compile=args.compile)
     if args.image:
         from PIL import Image
 
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default=None)
     r.add_argument("--dtype", default=None, help="generator dtype, e.g. bfloat16 (default float32)")
+    r.add_argument("--compile", action="store_true", help="torch.compile the generator (slow first chunk)")
     r.add_argument("--fps", type=float, default=None, help="video fps (default: the embodiment's control rate)")
     r.add_argument("--out", default="rollout.mp4")
     r.set_defaults(func=_rollout)

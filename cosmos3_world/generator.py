@@ -525,9 +525,9 @@ class Cosmos3Generator(nn.Module):
 
     def compile_generation(self, **compile_kwargs) -> None:
         """torch.compile the generation layers of `denoise_step` (fuses the norms, RoPE and MLP
-        elementwise work). Compiles on first use of each plan shape (tens of seconds on CPU, then
-        cached); `dynamic=False` unless given. Weights stay ordinary inputs: reloading is safe."""
-        compile_kwargs.setdefault("dynamic", False)
+        elementwise work). The first call compiles (~20 s on CPU, less with a warm inductor cache);
+        the first plan of other sizes (prompt length, batch) recompiles once with those sizes
+        dynamic, later ones reuse it. Weights stay graph inputs: reloading them is safe."""
         self._run_generation = torch.compile(self._run_generation, **compile_kwargs)
 
     def _run_generation(self, plan: GenerationPlan, x: torch.Tensor) -> torch.Tensor:

@@ -101,6 +101,7 @@ class WorldModel:
         negative_prompt: str = "",
         max_prompt_tokens: int | None = None,
         progress: bool = False,
+        compile: bool = False,
     ):
         if codec.latent_channels != generator.config.latent_channel:
             raise ValueError(
@@ -108,6 +109,8 @@ class WorldModel:
                 f"latent_channel={generator.config.latent_channel}"
             )
         self.generator = generator.eval()
+        if compile:  # ~20 s on the first chunk, then faster steps (see Cosmos3Generator.compile_generation)
+            generator.compile_generation()
         self.codec = codec
         self.prompts = PromptEncoder(tokenizer)
         self.sampler = sampler or FlowSampler()
