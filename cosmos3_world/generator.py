@@ -294,6 +294,17 @@ class GenerationPlan:
         return len(self.specs)
 
 
+def _scatter_noisy(pred: torch.Tensor, lengths: Sequence[int], noisy: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+    """Packed predictions of the noisy tokens [sum len(noisy_i), W] -> per item [length_i, W], zeros at clean tokens."""
+    out = []
+    for chunk, length, idx in zip(pred.split([len(n) for n in noisy]), lengths, noisy):
+        full = chunk.new_zeros(length, pred.shape[-1])
+        if len(idx):
+            full[list(idx)] = chunk
+        out.append(full)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------------
@@ -551,21 +562,13 @@ class Cosmos3Generator(nn.Module):
         sound = action = None
         if len(plan.sound_rows):
             pred = self.audio_proj_out(self.norm_moe_gen(x_sound))
-            sound = []
-            for s, chunk in zip(specs, pred.split([len(s.sound_noisy_frames) for s in specs])):
-                out = chunk.new_zeros(self.config.sound_dim, s.sound_len)
-                if s.sound_noisy_frames:
-                    out[:, list(s.sound_noisy_frames)] = chunk.T
-                sound.append(out)
+            noisy = [s.sound_noisy_frames for s in specs]
+            sound = [t.T for t in _scatter_noisy(pred, [s.sound_len for s in specs], noisy)]
         if len(plan.action_rows):
             pred = self.norm_moe_gen(x_action)
             pred = self.action_proj_out(pred, plan.noisy_action_domains) if len(pred) else pred.new_zeros(0, self.config.action_dim)
-            action, chunks = [], iter(pred.split([len(s.action_noisy) for s in specs]))
-            for s, chunk in zip(specs, chunks):
-                out = chunk.new_zeros(s.action_len, self.config.action_dim)
-                if s.action_noisy:
-                    out[sorted(s.action_noisy)] = chunk
-                action.append(out)
+            noisy = [sorted(s.action_noisy) for s in specs]
+            action = _scatter_noisy(pred, [s.action_len for s in specs], noisy)
         return GeneratorOutput(sample=vision, sound=sound, action=action)
 
     def _check_step_inputs(self, plan: GenerationPlan, vision, sound, action) -> None:
@@ -709,21 +712,13 @@ class Cosmos3Generator(nn.Module):
         sound = action = None
         if has_sound:
             pred = self.audio_proj_out(read(sound_mse_loss_indexes))
-            sound = []
-            for chunk, sh, n in zip(pred.split([len(n) for n in sound_noisy_frame_indexes]), sound_token_shapes,
-                                    sound_noisy_frame_indexes):  # fmt: skip
-                out = chunk.new_zeros(cfg.sound_dim, sh[0])
-                out[:, n.tolist()] = chunk.T
-                sound.append(out)
+            noisy = [n.tolist() for n in sound_noisy_frame_indexes]
+            sound = [t.T for t in _scatter_noisy(pred, [sh[0] for sh in sound_token_shapes], noisy)]
         if has_action:
             doms = torch.cat([d.reshape(1).expand(len(n)) for d, n in zip(action_domain_ids, action_noisy_frame_indexes)])
             pred = self.action_proj_out(read(action_mse_loss_indexes), doms.to(device))
-            action = []
-            for chunk, sh, n in zip(pred.split([len(n) for n in action_noisy_frame_indexes]), action_token_shapes,
-                                    action_noisy_frame_indexes):  # fmt: skip
-                out = chunk.new_zeros(sh[0], cfg.action_dim)
-                out[n.tolist()] = chunk
-                action.append(out)
+            noisy = [n.tolist() for n in action_noisy_frame_indexes]
+            action = _scatter_noisy(pred, [sh[0] for sh in action_token_shapes], noisy)
         if not return_dict:
             return vision, sound, action
         return GeneratorOutput(sample=vision, sound=sound, action=action)

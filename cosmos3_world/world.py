@@ -322,10 +322,12 @@ class WorldModel:
             mask = flatten([torch.ones_like(v) for v in vision] + [keep[j] for j in stepped])
             b, cfg_on = len(jobs), self.sampler.config.uses_cfg
 
+            clean_actions = [a.to(gen.dtype) for a in actions]  # model inputs of jobs whose actions are fixed
+
             def velocity(flat: torch.Tensor, t: float):
                 parts = unflatten(flat, state)
                 vis = [p.to(gen.dtype) for p in parts[:b]]
-                act = [a.to(gen.dtype) for a in actions]
+                act = list(clean_actions)
                 for slot, j in enumerate(stepped):
                     act[j] = parts[b + slot].to(gen.dtype)
                 reps = 2 if cfg_on else 1
