@@ -492,8 +492,8 @@ def to_pixels(x: Any, name: str, spatial_factor: int = 1) -> torch.Tensor:
 
 def to_uint8(pixels: torch.Tensor) -> np.ndarray:
     """[3, T, H, W] in [-1, 1] -> [T, H, W, 3] uint8."""
-    x = ((pixels.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-    return x.permute(1, 2, 3, 0).numpy()
+    x = pixels.permute(1, 2, 3, 0).clone(memory_format=torch.contiguous_format)  # [T, H, W, 3]; then in place
+    return x.clamp_(-1, 1).add_(1.0).mul_(127.5).round_().to(torch.uint8).numpy()
 
 
 def _dtype(value: torch.dtype | str | None) -> torch.dtype | None:
