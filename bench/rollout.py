@@ -6,17 +6,19 @@ denoising step and re-encodes the whole conditioning clip each chunk; ours encod
 once and batches worlds. Prints chunks per second, the ratio at B=1, and per-world throughput at
 B=8 against B=1. Goals (issue 3): ours >= 3x the reference at B=1; at B=8 >= 2x B=1 per world.
 
-    python bench/rollout.py [--chunks 10] [--steps 10] [--batch 8]
+    python bench/rollout.py [--chunks 10] [--steps 10] [--batch 8] [--rounds 2] [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from cosmos3_world import SamplerConfig, WorldModel, build_tiny_bundle, demo_image
 from cosmos3_world.cli import scripted_actions
@@ -46,8 +48,8 @@ class Stopwatch:
 
 
 def reference_rollout(pipe, image: np.ndarray, chunks: int, steps: int, guidance: float, seed: int) -> float:
-    from PIL import Image
     from diffusers.pipelines.cosmos.pipeline_cosmos3_omni import CosmosActionCondition
+    from PIL import Image
 
     start = time.perf_counter()
     frame = Image.fromarray(image)
@@ -77,7 +79,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; medians are reported")
     parser.add_argument("--dtype", default="bfloat16", help="dtype of transformer and VAE, both sides")
+    parser.add_argument("--compile", action="store_true", help="also time ours with compile=True")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     root = build_tiny_bundle(tempfile.mkdtemp(prefix="bench_rollout_"), codec="wan", seed=0)
@@ -86,36 +90,59 @@ def main() -> None:
     pipe.transformer.to(dtype).time_embedder.to(torch.float32)  # as from_pretrained(torch_dtype=...) would
     pipe.vae.to(dtype)
     sampler = SamplerConfig(num_steps=args.steps, guidance_scale=args.guidance)
-    wm = WorldModel.from_pretrained(root, sampler=sampler, torch_dtype=dtype)
+    models = {"eager": WorldModel.from_pretrained(root, sampler=sampler, torch_dtype=dtype)}
+    if args.compile:
+        models["compiled"] = WorldModel.from_pretrained(root, sampler=sampler, torch_dtype=dtype, compile=True)
     image = demo_image(SIZE, SIZE, seed=0)
-    ref_vae, our_vae = Stopwatch(), Stopwatch()
+    ref_vae = Stopwatch()
     for name in ("encode", "decode"):
         ref_vae.wrap(pipe.vae, name)
-        our_vae.wrap(wm.codec, name)
+    watches = {}
+    for key, wm in models.items():
+        watches[key] = Stopwatch()
+        for name in ("encode", "decode"):
+            watches[key].wrap(wm.codec, name)
 
-    reference_rollout(pipe, image, 1, args.steps, args.guidance, 0)  # warm-up both
-    our_rollout(wm, 1, 1, 0)
-    rows = []
-    for label, run, stopwatch, worlds in (
-        ("reference pipeline, B=1", lambda: reference_rollout(pipe, image, args.chunks, args.steps, args.guidance, 0),
-         ref_vae, 1),
-        ("ours, B=1", lambda: our_rollout(wm, 1, args.chunks, 0), our_vae, 1),
-        (f"ours, B={args.batch}", lambda: our_rollout(wm, args.batch, args.chunks, 0), our_vae, args.batch),
-    ):  # fmt: skip
-        stopwatch.total = 0.0
-        total = run()
-        per_world = args.chunks * worlds
-        rows.append((label, per_world / total, per_world / stopwatch.total, per_world / (total - stopwatch.total)))
+    runs = [("reference pipeline, B=1", lambda: reference_rollout(pipe, image, args.chunks, args.steps, args.guidance, 0),
+             ref_vae, 1)]  # fmt: skip
+    for key, wm in models.items():
+        for b in (1, args.batch):
+            runs.append(
+                (
+                    f"ours {key}, B={b}",
+                    lambda wm=wm, b=b: our_rollout(wm, b, args.chunks, 0),
+                    watches[key],
+                    b,
+                )
+            )
+    reference_rollout(pipe, image, 1, args.steps, args.guidance, 0)  # warm-up (and compile) every run
+    for key, wm in models.items():
+        for b in (1, args.batch):
+            our_rollout(wm, b, 1, 0)
+    totals = {label: [] for label, *_ in runs}
+    vae = {label: [] for label, *_ in runs}
+    for _ in tqdm(range(args.rounds), desc="rounds"):  # alternate, so that every run sees the same machine
+        for label, run, stopwatch, worlds in runs:
+            stopwatch.total = 0.0
+            totals[label].append(run())
+            vae[label].append(stopwatch.total)
     print(f"{args.chunks} chunks of {CHUNK} actions ({CHUNK + 1} frames of {SIZE}x{SIZE}), {args.steps} steps, "
-          f"guidance {args.guidance}, {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'':24} {'world-chunks/s':>15} {'VAE only':>10} {'all but VAE':>12}")
-    for label, total, vae, rest in rows:
-        print(f"{label:24} {total:15.2f} {vae:10.2f} {rest:12.2f}")
-    (_, ref, ref_vae_cps, ref_rest), (_, one, one_vae, one_rest), (_, batch, _, batch_rest) = rows
-    print(f"ours / reference at B=1: {one / ref:.2f}x end to end (goal >= 3x); "
-          f"{one_rest / ref_rest:.2f}x outside the VAE; VAE {one_vae / ref_vae_cps:.2f}x")
-    print(f"B={args.batch} / B=1 per world: {batch / one:.2f}x end to end (goal >= 2x); "
-          f"{batch_rest / one_rest:.2f}x outside the VAE")
+          f"guidance {args.guidance}, {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"median of {args.rounds} alternating rounds")  # fmt: skip
+    print(f"{'':26} {'world-chunks/s':>15} {'VAE only':>10} {'all but VAE':>12}")
+    rate = {}
+    for label, _, _, worlds in runs:
+        total, in_vae = statistics.median(totals[label]), statistics.median(vae[label])
+        n = args.chunks * worlds
+        rate[label] = (n / total, n / in_vae, n / (total - in_vae))
+        print(f"{label:26} {rate[label][0]:15.2f} {rate[label][1]:10.2f} {rate[label][2]:12.2f}")
+    ref = rate[runs[0][0]]
+    for key in models:
+        one, batch = rate[f"ours {key}, B=1"], rate[f"ours {key}, B={args.batch}"]
+        print(f"ours {key} / reference at B=1: {one[0] / ref[0]:.2f}x end to end (goal >= 3x); "
+              f"{one[2] / ref[2]:.2f}x outside the VAE; VAE {one[1] / ref[1]:.2f}x")  # fmt: skip
+        print(f"ours {key}, B={args.batch} / B=1 per world: {batch[0] / one[0]:.2f}x end to end (goal >= 2x); "
+              f"{batch[2] / one[2]:.2f}x outside the VAE")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -6,8 +6,15 @@ import tempfile
 
 import numpy as np
 
-from cosmos3_world import (Embodiment, EmbodimentRegistry, DEFAULT_EMBODIMENTS, SamplerConfig, WorldModel,
-                           build_tiny_bundle, demo_image)
+from cosmos3_world import (
+                           DEFAULT_EMBODIMENTS,
+                           Embodiment,
+                           EmbodimentRegistry,
+                           SamplerConfig,
+                           WorldModel,
+                           build_tiny_bundle,
+                           demo_image,
+)
 
 # A Franka with a parallel gripper in the DROID action space (domain 8), with its own action ranges.
 my_robot = Embodiment(

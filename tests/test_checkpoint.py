@@ -7,10 +7,10 @@ import warnings
 import pytest
 import torch
 from diffusers import Cosmos3OmniTransformer
+from reference import model_pair
 
 from cosmos3_world import Cosmos3Config, Cosmos3Generator
 from cosmos3_world.checkpoint import CheckpointError
-from reference import model_pair
 
 
 @pytest.fixture(scope="module")

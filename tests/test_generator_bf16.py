@@ -4,9 +4,9 @@ bfloat16 run, both measured against the float32 reference on the same weights.""
 import pytest
 import torch
 from diffusers import Cosmos3OmniTransformer
+from reference import randomize_, reference_inputs, tiny_config
 
 from cosmos3_world import Cosmos3Config, Cosmos3Generator, GenerationSpec
-from reference import randomize_, reference_inputs, tiny_config
 
 MARGIN = 1.5
 

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from reference import model_pair, reference_inputs
 
 from cosmos3_world import GenerationSpec, PrefixCache
-from reference import model_pair, reference_inputs
 
 TOL = 1e-5
 
