@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from types import SimpleNamespace
 
@@ -12,6 +13,7 @@ from diffusers import AutoencoderKLWan
 from diffusers.pipelines.cosmos.pipeline_cosmos3_omni import Cosmos3OmniPipeline
 
 from cosmos3_world.codecs import Codec, SpaceToDepthCodec, WanVAECodec, load_codec, tiny_wan_vae_config
+from cosmos3_world.wan_decoder import WanFastDecoder, unsupported_reason
 
 
 def _pixels(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -144,11 +146,123 @@ def test_wan_decode_inverts_normalisation(vae: AutoencoderKLWan, wan: WanVAECode
     decoded = wan.decode(z)
     assert decoded.shape == (1, 3, 5, 32, 32) and decoded.dtype == torch.float32
     torch.testing.assert_close(decoded, expected, rtol=0, atol=1e-5)
-    # And exactly the reference pipeline's decode formula.
+    # And the reference pipeline's decode formula (the fast decoder: equal up to float rounding).
     mean, std = _stats(vae)
     with torch.no_grad():
         reference = vae.decode(z / (1.0 / std) + mean).sample
-    assert torch.equal(decoded, reference)
+    torch.testing.assert_close(decoded, reference, rtol=0, atol=1e-5)
+
+
+# --- the fast whole-clip decoder ------------------------------------------------------------
+
+
+def _wan_vae(seed: int = 0, **overrides) -> AutoencoderKLWan:
+    """A random tiny VAE; RMS gammas perturbed (diffusers initialises them to 1) so they matter."""
+    torch.manual_seed(seed)
+    vae = AutoencoderKLWan(**{**tiny_wan_vae_config(), **overrides}).eval()
+    with torch.no_grad():
+        for name, p in vae.decoder.named_parameters():
+            if name.endswith("gamma"):
+                p.mul_(1 + 0.25 * torch.randn_like(p))
+    return vae
+
+
+# Wan 2.1 layout: plain up blocks whose upsamplers halve the channels, no patchify, z_dim 16.
+_WAN21 = {"is_residual": False, "patch_size": None, "in_channels": 3, "out_channels": 3, "z_dim": 16,
+          "decoder_base_dim": None, "scale_factor_spatial": 8, "latents_mean": [0.0] * 16, "latents_std": [1.0] * 16}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def vaes(vae: AutoencoderKLWan) -> dict[str, AutoencoderKLWan]:
+    return {
+        "wan22": vae,
+        "wan22_gamma": _wan_vae(1),
+        "wan22_2res": _wan_vae(2, num_res_blocks=2, decoder_base_dim=16),
+        "wan21": _wan_vae(3, **_WAN21),
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [
+        ("wan22", (1, 48, 1, 4, 4)),
+        ("wan22", (1, 48, 3, 8, 8)),
+        ("wan22_gamma", (1, 48, 2, 4, 6)),
+        ("wan22_gamma", (1, 48, 5, 4, 4)),
+        ("wan22_gamma", (2, 48, 3, 4, 4)),
+        ("wan22_gamma", (1, 48, 2, 3, 5)),
+        ("wan22_2res", (1, 48, 3, 4, 6)),
+        ("wan21", (1, 16, 1, 4, 4)),
+        ("wan21", (1, 16, 3, 4, 6)),
+        ("wan21", (2, 16, 2, 3, 5)),
+    ],
+)
+def test_fast_decoder_matches_diffusers_float32(vaes, name: str, shape: tuple[int, ...]) -> None:
+    vae = vaes[name]
+    assert unsupported_reason(vae) is None
+    z = torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape)))
+    with torch.no_grad():
+        expected = vae.decode(z).sample
+    fast = WanFastDecoder(vae)
+    out = fast(z)
+    assert out.shape == expected.shape and out.dtype == torch.float32 and out.is_contiguous()
+    assert expected.std() > 0.05 and (expected.abs() < 1).float().mean() > 0.9  # a meaningful comparison
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    # A few latent frames per pass, with the causal cache carried between passes: the same.
+    if shape[2] > 1:
+        torch.testing.assert_close(fast(z, frames_per_pass=1), expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(fast(z, frames_per_pass=2), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("c_in", "c_out", "factor_t"), [(8, 8, 2), (8, 4, 2), (8, 4, 1), (4, 4, 1), (8, 2, 2), (16, 6, 2)]
+)
+@pytest.mark.parametrize("first", [True, False])
+def test_fast_decoder_dup_up_shortcut(c_in: int, c_out: int, factor_t: int, first: bool) -> None:
+    from diffusers.models.autoencoders.autoencoder_kl_wan import DupUp3D
+
+    dup = DupUp3D(c_in, c_out, factor_t=factor_t, factor_s=2)
+    x = torch.randn(2, c_in, 3, 4, 5)
+    expected = dup(x, first_chunk=first)
+    base = torch.randn_like(expected)
+    out = WanFastDecoder._add_dup_up(base.clone(), x, dup, first)
+    torch.testing.assert_close(out, base + expected, rtol=0, atol=0)
+
+
+def test_fast_decoder_bfloat16_error_is_no_worse_than_diffusers(vaes) -> None:
+    # Reference: float32 arithmetic on the bfloat16-rounded weights, so only the arithmetic differs.
+    half = copy.deepcopy(vaes["wan22_gamma"]).to(torch.bfloat16)
+    full = copy.deepcopy(half).to(torch.float32)
+    z = torch.randn(1, 48, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        reference = full.decode(z).sample
+        theirs = half.decode(z.bfloat16()).sample.float()
+    ours = WanVAECodec(half)._fast_decoder(z.bfloat16())
+    assert ours.dtype == torch.bfloat16
+    ours = ours.float()
+    their_max, our_max = (theirs - reference).abs().max(), (ours - reference).abs().max()
+    their_rel, our_rel = (theirs - reference).norm() / reference.norm(), (ours - reference).norm() / reference.norm()
+    assert our_max <= 1.5 * their_max and our_rel <= 1.5 * their_rel, (our_max, their_max, our_rel, their_rel)
+
+
+def test_wan_codec_decodes_with_the_fast_decoder(vae: AutoencoderKLWan, monkeypatch) -> None:
+    z = torch.randn(2, 48, 5, 4, 4, generator=torch.Generator().manual_seed(1))
+    expected = WanVAECodec(vae).decode(z)
+
+    def no_diffusers(*args, **kwargs):
+        raise AssertionError("vae.decode called")
+
+    monkeypatch.setattr(vae, "decode", no_diffusers)
+    for codec in (WanVAECodec(vae), WanVAECodec(vae, decode_frames_per_pass=2)):
+        assert codec._fast_decoder is not None
+        torch.testing.assert_close(codec.decode(z), expected, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="decode_frames_per_pass"):
+        WanVAECodec(vae, decode_frames_per_pass=0)
+    # Tiling is diffusers' own memory scheme: honour it by decoding through diffusers.
+    codec = WanVAECodec(vae)
+    monkeypatch.setattr(vae, "use_tiling", True)
+    with pytest.raises(AssertionError, match="vae.decode called"):
+        codec.decode(z)
 
 
 def test_wan_rejects_contradictory_scale_factor() -> None:

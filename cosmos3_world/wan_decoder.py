@@ -1,0 +1,342 @@
+"""A whole-clip causal decoder for diffusers' ``AutoencoderKLWan`` (Wan 2.1 and 2.2 layouts).
+
+diffusers decodes one latent frame at a time, carrying a cache of the last two input frames of
+every causal convolution from one call to the next. Over a whole clip that cache is equivalent
+to zero-padding each causal convolution by two frames in time, except in two places that treat
+the first latent frame specially, handled here explicitly:
+
+* ``upsample3d`` resamplers skip the temporal upsampling on the first latent frame and run their
+  ``time_conv`` over the later frames only (zero-padded, never seeing frame 0);
+* ``DupUp3D`` shortcuts of residual up blocks drop the first ``factor_t - 1`` copies of frame 0.
+
+:class:`WanFastDecoder` runs the diffusers module's own parameters (nothing is copied out of it)
+with its own forward pass: one pass over all frames (or a few frames per pass, with a two-frame
+causal cache per convolution, to bound memory), activations kept in the layout of the
+convolutions (channels-last on CPU), RMS norms as one reduction and two scalings, SiLU and
+residual adds in place, time padding written once into the buffer the convolution reads, and
+each ``nearest 2x upsample + 3x3 conv`` folded into one stride-2 transposed convolution (2.25x
+fewer multiply-adds, same result up to float rounding).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["WanFastDecoder", "unsupported_reason"]
+
+_CL3D = torch.channels_last_3d
+
+
+def _conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int, int]):
+    """Stride-1 ``F.conv3d``, always through oneDNN on CPU.
+
+    PyTorch sends small float32 inputs (batch 1, N*C*T*H <= 20480, 3x3 kernels) to its slow
+    reference kernel, ~5x slower than oneDNN at the sizes of Wan's low-resolution stages.
+    """
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available():
+        return torch.mkldnn_convolution(x, weight, bias, padding, (1, 1, 1), (1, 1, 1), 1)
+    return F.conv3d(x, weight, bias, padding=padding)
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    """The memory format to give tensors derived from ``x``."""
+    return _CL3D if x.is_contiguous(memory_format=_CL3D) and not x.is_contiguous() else torch.contiguous_format
+
+
+def unsupported_reason(vae: nn.Module) -> str | None:
+    """Why :class:`WanFastDecoder` cannot run ``vae``'s decoder (None when it can).
+
+    Checks the structure the fast forward relies on, so that a diffusers release that changes the
+    Wan modules makes callers fall back to ``vae.decode`` instead of computing something else.
+    """
+    from diffusers.models.autoencoders import autoencoder_kl_wan as wan
+
+    dec = getattr(vae, "decoder", None)
+    if not isinstance(dec, wan.WanDecoder3d) or not isinstance(getattr(vae, "post_quant_conv", None), nn.Conv3d):
+        return "no WanDecoder3d decoder / post_quant_conv"
+    for name, m in [("post_quant_conv", vae.post_quant_conv), *dec.named_modules()]:
+        if isinstance(m, wan.WanCausalConv3d):
+            if m.stride != (1, 1, 1) or m.dilation != (1, 1, 1) or m.groups != 1 or m.padding != (0, 0, 0):
+                return f"{name}: unexpected causal conv geometry"
+            pw0, pw1, ph0, ph1, _, pt1 = m._padding
+            if pw0 != pw1 or ph0 != ph1 or pt1 != 0:
+                return f"{name}: unexpected causal padding {m._padding}"
+        elif isinstance(m, wan.WanResidualBlock):
+            if not isinstance(m.nonlinearity, nn.SiLU):
+                return f"{name}: non-SiLU activation"
+        elif isinstance(m, wan.WanRMS_norm):
+            if not m.channel_first:
+                return f"{name}: channel-last RMS norm"
+        elif isinstance(m, wan.WanResample):
+            if m.mode not in ("upsample2d", "upsample3d"):
+                return f"{name}: resample mode {m.mode}"
+            up, conv = m.resample[0], m.resample[1]
+            if (tuple(up.scale_factor or ()) != (2.0, 2.0) or up.mode not in ("nearest", "nearest-exact")
+                    or conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1)
+                    or conv.dilation != (1, 1) or conv.groups != 1):  # fmt: skip
+                return f"{name}: unexpected upsampling"
+            if m.mode == "upsample3d" and m.time_conv.out_channels != 2 * m.time_conv.in_channels:
+                return f"{name}: unexpected time_conv"
+        elif isinstance(m, wan.WanUpBlock | wan.WanResidualUpBlock | wan.WanMidBlock | wan.WanAttentionBlock):
+            continue
+        elif isinstance(m, wan.DupUp3D):
+            if m.out_channels * m.factor != m.in_channels * m.repeats:
+                return f"{name}: unexpected DupUp3D"
+    if not isinstance(dec.nonlinearity, nn.SiLU):
+        return "decoder: non-SiLU activation"
+    return None
+
+
+class WanFastDecoder:
+    """Decodes latents with the weights of ``vae`` (a diffusers ``AutoencoderKLWan``), equal to ``vae.decode``.
+
+    ``decoder(z)`` takes raw (de-normalised) latents ``[B, z_dim, t, h, w]`` in the VAE's dtype and
+    returns pixels ``[B, 3, T, H, W]`` clamped to [-1, 1], like ``vae.decode(z).sample``.
+    ``frames_per_pass`` bounds memory: latent frames are decoded that many at a time with a causal
+    cache of two frames per convolution (None: all at once). Derived weights (RMS scales, folded
+    upsampling kernels) are cached and recomputed whenever a parameter changes.
+    """
+
+    def __init__(self, vae: nn.Module) -> None:
+        self.vae = vae
+        self._derived: dict[tuple[int, str], tuple[tuple, torch.Tensor]] = {}
+
+    # --- derived weights ----------------------------------------------------------------------
+
+    def _cached(self, module: nn.Module, kind: str, sources: tuple[torch.Tensor, ...], build) -> torch.Tensor:
+        key = (id(module), kind)
+        stamp = tuple((t.data_ptr(), t._version, t.dtype, t.device, t.shape) for t in sources)
+        hit = self._derived.get(key)
+        if hit is None or hit[0] != stamp:
+            hit = (stamp, build())
+            self._derived[key] = hit
+        return hit[1]
+
+    def _rms_weight(self, norm: nn.Module, dtype: torch.dtype) -> torch.Tensor:
+        """``sqrt(C) * gamma`` as ``[C]``: WanRMS_norm is ``F.normalize(x, dim=1) * sqrt(C) * gamma + bias``."""
+        gamma = norm.gamma
+
+        def build() -> torch.Tensor:
+            return (gamma.detach().float().flatten() * math.sqrt(gamma.numel())).to(dtype)
+
+        return self._cached(norm, f"rms{dtype}", (gamma,), build)
+
+    def _up_kernel(self, conv: nn.Conv2d) -> torch.Tensor:
+        """``nearest 2x upsample + conv3x3(pad 1)`` == ``conv_transpose2d(stride 2, pad 1)`` with this 4x4 kernel.
+
+        Along one axis, output row ``2h + a`` reads input rows ``h - 1 + a`` and ``h + a``; for
+        ``a = 0`` with taps ``(w0, w1 + w2)``, for ``a = 1`` with ``(w0 + w1, w2)``. A transposed
+        convolution with kernel ``k = (w2, w1 + w2, w0 + w1, w0)`` sends input row ``h`` to output
+        ``2h - 1 + j`` with tap ``k[j]``, which is the same map.
+        """
+        weight = conv.weight
+
+        def build() -> torch.Tensor:
+            w = weight.detach().float()  # [Cout, Cin, 3, 3]
+            fold = torch.tensor([[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]], dtype=w.dtype, device=w.device)
+            k = torch.einsum("ya,xb,oiab->ioyx", fold, fold, w)  # [Cin, Cout, 4, 4]
+            return k.to(weight.dtype).contiguous(memory_format=torch.channels_last)
+
+        return self._cached(conv, "up", (weight,), build)
+
+    # --- building blocks ----------------------------------------------------------------------
+
+    @staticmethod
+    def _padded(x: torch.Tensor, pad: int, state: dict | None, key: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """A buffer ``[B, C, pad + T, H, W]`` whose first ``pad`` frames hold the causal context
+        (zeros, or the last frames of the previous pass) and a view of its last ``T`` frames."""
+        b, c, t, h, w = x.shape
+        buf = torch.empty((b, c, pad + t, h, w), dtype=x.dtype, device=x.device, memory_format=_layout(x))
+        if pad:
+            prev = state.get(key) if state is not None else None
+            if prev is None:
+                buf[:, :, :pad].zero_()
+            else:
+                buf[:, :, :pad].copy_(prev)
+        return buf, buf[:, :, pad:]
+
+    @staticmethod
+    def _keep(buf: torch.Tensor, pad: int, state: dict | None, key: Any) -> None:
+        """Remember the last ``pad`` frames of a conv input as the next pass's causal context."""
+        if state is not None and pad:
+            state[key] = buf[:, :, -pad:].clone()
+
+    def _norm_silu(self, x: torch.Tensor, norm: nn.Module, out: torch.Tensor) -> torch.Tensor:
+        """``out = silu(norm(x))`` for a channel-first WanRMS_norm."""
+        weight = self._rms_weight(norm, x.dtype)
+        inv = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(1e-12)
+        torch.mul(x, torch.reciprocal_(inv), out=out)
+        out.mul_(weight.view(1, -1, *([1] * (x.ndim - 2))))
+        if isinstance(norm.bias, torch.Tensor):
+            out.add_(norm.bias.view(1, -1, *([1] * (x.ndim - 2))))
+        return F.silu(out, inplace=True)
+
+    def _causal_conv(self, x: torch.Tensor, conv: nn.Conv3d, state: dict | None) -> torch.Tensor:
+        """WanCausalConv3d over all frames of ``x`` (stride 1)."""
+        pw, _, ph, _, pt, _ = conv._padding
+        if pt == 0:
+            return _conv3d(x, conv.weight, conv.bias, (0, ph, pw))
+        buf, body = self._padded(x, pt, state, conv)
+        body.copy_(x)
+        self._keep(buf, pt, state, conv)
+        return _conv3d(buf, conv.weight, conv.bias, (0, ph, pw))
+
+    def _norm_silu_conv(self, x: torch.Tensor, norm: nn.Module, conv: nn.Conv3d, state: dict | None) -> torch.Tensor:
+        """``conv(silu(norm(x)))`` with the activation written straight into the conv's time-padded input."""
+        pw, _, ph, _, pt, _ = conv._padding
+        buf, body = self._padded(x, pt, state, conv)
+        self._norm_silu(x, norm, body)
+        self._keep(buf, pt, state, conv)
+        return _conv3d(buf, conv.weight, conv.bias, (0, ph, pw))
+
+    def _residual(self, x: torch.Tensor, block: nn.Module, state: dict | None) -> torch.Tensor:
+        """WanResidualBlock (dropout is inactive: the VAE runs in eval mode)."""
+        shortcut = block.conv_shortcut
+        h = x if isinstance(shortcut, nn.Identity) else self._causal_conv(x, shortcut, state)
+        y = self._norm_silu_conv(x, block.norm1, block.conv1, state)
+        y = self._norm_silu_conv(y, block.norm2, block.conv2, state)
+        return y.add_(h)
+
+    def _attention(self, x: torch.Tensor, block: nn.Module) -> torch.Tensor:
+        """WanAttentionBlock: single-head self-attention within each frame."""
+        b, c, t, h, w = x.shape
+        normed = torch.empty_like(x)
+        weight = self._rms_weight(block.norm, x.dtype)
+        inv = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(1e-12)
+        torch.mul(x, torch.reciprocal_(inv), out=normed)
+        normed.mul_(weight.view(1, c, 1, 1, 1))
+        if isinstance(block.norm.bias, torch.Tensor):
+            normed.add_(block.norm.bias.view(1, c, 1, 1, 1))
+        tokens = normed.permute(0, 2, 3, 4, 1).reshape(b * t, h * w, c)
+        qkv = F.linear(tokens, block.to_qkv.weight.view(3 * c, c), block.to_qkv.bias)
+        q, k, v = qkv.unsqueeze(1).chunk(3, dim=-1)
+        out = F.scaled_dot_product_attention(q, k, v).squeeze(1)
+        out = F.linear(out, block.proj.weight.view(c, c), block.proj.bias)
+        out = out.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
+        return out.add_(x) if out.is_contiguous(memory_format=_layout(x)) else x + out
+
+    def _upsample_spatial(self, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+        """Per frame: nearest-exact 2x upsampling then a 3x3 conv, as one transposed convolution."""
+        b, c, t, h, w = x.shape
+        frames = x.transpose(1, 2).reshape(b * t, c, h, w)
+        y = F.conv_transpose2d(frames, self._up_kernel(conv), conv.bias, stride=2, padding=1)
+        return y.view(b, t, *y.shape[1:]).transpose(1, 2)
+
+    def _resample(self, x: torch.Tensor, resample: nn.Module, state: dict | None) -> torch.Tensor:
+        """WanResample in 'upsample2d' / 'upsample3d' mode."""
+        if resample.mode == "upsample3d":
+            first = state is None or not state.get((resample, "started"))
+            rest = x[:, :, 1:] if first else x
+            if rest.shape[2]:
+                b, c, t, h, w = rest.shape
+                y = self._causal_conv(rest, resample.time_conv, state)  # [B, 2C, t, H, W]
+                # Channel block i of the time conv is output frame 2k + i.
+                y = y.view(b, 2, c, t, h, w).permute(0, 2, 3, 1, 4, 5)
+                frames = 2 * t + (1 if first else 0)
+                out = torch.empty((b, c, frames, h, w), dtype=x.dtype, device=x.device, memory_format=_layout(x))
+                if first:
+                    out[:, :, :1].copy_(x[:, :, :1])
+                out[:, :, frames - 2 * t :].view(b, c, t, 2, h, w).copy_(y)
+                x = out
+            if state is not None:
+                state[(resample, "started")] = True
+        elif resample.mode != "upsample2d":
+            raise NotImplementedError(f"WanResample mode {resample.mode!r} is not a decoder mode")
+        return self._upsample_spatial(x, resample.resample[1])
+
+    @staticmethod
+    def _add_dup_up(out: torch.Tensor, x: torch.Tensor, dup: nn.Module, first: bool) -> torch.Tensor:
+        """``out += DupUp3D(x)`` (dropping the first ``factor_t - 1`` frames of the first pass)."""
+        ft, fs, r = dup.factor_t, dup.factor_s, dup.repeats
+        b, _, t, h, w = x.shape
+        co = dup.out_channels
+        # Output channel o at sub-position (i, j, k) of (ft, fs, fs) reads input channel
+        # (o * factor + (i * fs + j) * fs + k) // r: the last sub-positions, r of them, share one.
+        sub = [ft, fs, fs]
+        kept, rest = list(sub), r
+        for d in (2, 1, 0):
+            if rest % sub[d]:
+                break
+            kept[d], rest = 1, rest // sub[d]
+        if rest != 1:  # the repeats do not split along the sub-positions: materialise the shortcut
+            src = x.repeat_interleave(r, dim=1).view(b, co, ft, fs, fs, t, h, w)
+        else:
+            groups = kept[0] * kept[1] * kept[2]
+            if groups > 1:
+                # Channel o * groups + q -> q * co + o, so each sub-position reads contiguous channels.
+                src = F.channel_shuffle(x, co).view(b, *kept, co, t, h, w).permute(0, 4, 1, 2, 3, 5, 6, 7)
+            else:
+                src = x.view(b, co, 1, 1, 1, t, h, w)
+        src = src.permute(0, 1, 5, 2, 6, 3, 7, 4)  # [B, C, t, ft, h, fs, w, fs], broadcasting where kept is 1
+        skip = ft - 1 if first else 0
+        if skip:
+            out[:, :, :1].view(b, co, 1, 1, h, fs, w, fs).add_(src[:, :, :1, -1:])
+            if t > 1:
+                out[:, :, 1:].view(b, co, t - 1, ft, h, fs, w, fs).add_(src[:, :, 1:])
+        else:
+            out.view(b, co, t, ft, h, fs, w, fs).add_(src)
+        return out
+
+    def _up_block(self, x: torch.Tensor, block: nn.Module, state: dict | None) -> torch.Tensor:
+        """WanResidualUpBlock (Wan 2.2) or WanUpBlock (Wan 2.1)."""
+        first = state is None or not state.get((block, "started"))
+        x_in = x
+        for resnet in block.resnets:
+            x = self._residual(x, resnet, state)
+        upsampler = getattr(block, "upsampler", None)
+        if upsampler is None and getattr(block, "upsamplers", None) is not None:
+            upsampler = block.upsamplers[0]
+        if upsampler is not None:
+            x = self._resample(x, upsampler, state)
+        dup = getattr(block, "avg_shortcut", None)
+        if dup is not None:
+            x = self._add_dup_up(x, x_in, dup, first)
+        if state is not None:
+            state[(block, "started")] = True
+        return x
+
+    # --- the decoder --------------------------------------------------------------------------
+
+    def _decoder_pass(self, z: torch.Tensor, state: dict | None) -> torch.Tensor:
+        """post_quant_conv + WanDecoder3d over the latent frames ``z`` (one pass)."""
+        vae = self.vae
+        dec = vae.decoder
+        x = self._causal_conv(z, vae.post_quant_conv, state)
+        x = self._causal_conv(x, dec.conv_in, state)
+        mid = dec.mid_block
+        x = self._residual(x, mid.resnets[0], state)
+        for attn, resnet in zip(mid.attentions, mid.resnets[1:]):
+            if attn is not None:
+                x = self._attention(x, attn)
+            x = self._residual(x, resnet, state)
+        for block in dec.up_blocks:
+            x = self._up_block(x, block, state)
+        return self._norm_silu_conv(x, dec.norm_out, dec.conv_out, state)
+
+    def _unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.vae.config.patch_size
+        if p is None or p == 1:
+            return x.contiguous()
+        b, cp, t, h, w = x.shape
+        x = x.view(b, cp // (p * p), p, p, t, h, w).permute(0, 1, 4, 5, 3, 6, 2)
+        return x.reshape(b, cp // (p * p), t, h * p, w * p)
+
+    @torch.no_grad()
+    def __call__(self, z: torch.Tensor, frames_per_pass: int | None = None) -> torch.Tensor:
+        if frames_per_pass is not None and frames_per_pass < 1:
+            raise ValueError(f"frames_per_pass must be >= 1 or None, got {frames_per_pass}")
+        z = z.contiguous(memory_format=_CL3D) if z.device.type == "cpu" else z.contiguous()
+        frames = z.shape[2]
+        if frames_per_pass is None or frames_per_pass >= frames:
+            out = self._decoder_pass(z, None)
+        else:
+            state: dict = {}
+            parts = [self._decoder_pass(z[:, :, i : i + frames_per_pass], state)
+                     for i in range(0, frames, frames_per_pass)]  # fmt: skip
+            out = torch.cat(parts, dim=2)
+        return self._unpatchify(out).clamp_(-1.0, 1.0)
