@@ -117,14 +117,14 @@ class WanFastDecoder:
             self._derived[key] = hit
         return hit[1]
 
-    def _rms_weight(self, norm: nn.Module, dtype: torch.dtype) -> torch.Tensor:
-        """``sqrt(C) * gamma`` as ``[C]``: WanRMS_norm is ``F.normalize(x, dim=1) * sqrt(C) * gamma + bias``."""
+    def _rms_weight(self, norm: nn.Module) -> torch.Tensor:
+        """``sqrt(C) * gamma`` as float32 ``[C]``: WanRMS_norm is ``F.normalize(x, dim=1) * sqrt(C) * gamma + bias``."""
         gamma = norm.gamma
 
         def build() -> torch.Tensor:
-            return (gamma.detach().float().flatten() * math.sqrt(gamma.numel())).to(dtype)
+            return gamma.detach().float().flatten() * math.sqrt(gamma.numel())
 
-        return self._cached(norm, f"rms{dtype}", (gamma,), build)
+        return self._cached(norm, "rms", (gamma,), build)
 
     def _up_kernel(self, conv: nn.Conv2d) -> torch.Tensor:
         """``nearest 2x upsample + conv3x3(pad 1)`` == ``conv_transpose2d(stride 2, pad 1)`` with this 4x4 kernel.
@@ -166,15 +166,39 @@ class WanFastDecoder:
         if state is not None and pad:
             state[key] = buf[:, :, -pad:].clone()
 
-    def _norm_silu(self, x: torch.Tensor, norm: nn.Module, out: torch.Tensor) -> torch.Tensor:
-        """``out = silu(norm(x))`` for a channel-first WanRMS_norm."""
-        weight = self._rms_weight(norm, x.dtype)
-        inv = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(1e-12)
-        torch.mul(x, torch.reciprocal_(inv), out=out)
-        out.mul_(weight.view(1, -1, *([1] * (x.ndim - 2))))
+    def _rms_norm(self, x: torch.Tensor, norm: nn.Module, out: torch.Tensor) -> torch.Tensor:
+        """``out = norm(x)`` for a channel-first WanRMS_norm: ``x * (1 / |x|) * w`` over channels, ``w = sqrt(C) gamma``.
+
+        The per-pixel factor times the per-channel weight is built as an outer product by a
+        matrix multiply (a broadcast multiply over rows of C < 64 channels runs scalar on CPU),
+        from float32 ``1 / |x|`` split into bfloat16 high and low parts so that the factor is
+        rounded once; with the norm taken in float32, the result has diffusers' accuracy
+        (which normalises in float32), without float32 copies of the activations.
+        """
+        b, c = x.shape[:2]
+        channel = (1, c, *([1] * (x.ndim - 2)))
+        weight = self._rms_weight(norm)
+        if x.dtype in (torch.float32, torch.bfloat16):
+            n = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32)
+            inv = torch.reciprocal_(n.clamp_min_(1e-12)).reshape(-1, 1)  # F.normalize's eps
+            if x.dtype == torch.float32:
+                scale = torch.mm(inv, weight.view(1, c))
+            else:  # (s_hi + s_lo) (w_hi + w_lo) ~ s_hi w_hi + s_hi w_lo + s_lo w_hi, summed in float32
+                s_hi = inv.to(x.dtype)
+                s_lo = (inv - s_hi.float()).to(x.dtype)
+                w_hi = weight.to(x.dtype)
+                w_lo = (weight - w_hi.float()).to(x.dtype)
+                scale = torch.mm(torch.cat([s_hi, s_hi, s_lo], dim=1), torch.stack([w_hi, w_lo, w_hi]))
+            torch.mul(x, scale.view(b, *x.shape[2:], c).movedim(-1, 1), out=out)
+        else:  # float16 & co: the factor could overflow; normalise in float32 like diffusers
+            out.copy_(F.normalize(x.float(), dim=1) * weight.view(channel))
         if isinstance(norm.bias, torch.Tensor):
-            out.add_(norm.bias.view(1, -1, *([1] * (x.ndim - 2))))
-        return F.silu(out, inplace=True)
+            out.add_(norm.bias.view(channel))
+        return out
+
+    def _norm_silu(self, x: torch.Tensor, norm: nn.Module, out: torch.Tensor) -> torch.Tensor:
+        """``out = silu(norm(x))``."""
+        return F.silu(self._rms_norm(x, norm, out), inplace=True)
 
     def _causal_conv(self, x: torch.Tensor, conv: nn.Conv3d, state: dict | None) -> torch.Tensor:
         """WanCausalConv3d over all frames of ``x`` (stride 1)."""
@@ -205,13 +229,7 @@ class WanFastDecoder:
     def _attention(self, x: torch.Tensor, block: nn.Module) -> torch.Tensor:
         """WanAttentionBlock: single-head self-attention within each frame."""
         b, c, t, h, w = x.shape
-        normed = torch.empty_like(x)
-        weight = self._rms_weight(block.norm, x.dtype)
-        inv = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(1e-12)
-        torch.mul(x, torch.reciprocal_(inv), out=normed)
-        normed.mul_(weight.view(1, c, 1, 1, 1))
-        if isinstance(block.norm.bias, torch.Tensor):
-            normed.add_(block.norm.bias.view(1, c, 1, 1, 1))
+        normed = self._rms_norm(x, block.norm, torch.empty_like(x))
         tokens = normed.permute(0, 2, 3, 4, 1).reshape(b * t, h * w, c)
         qkv = F.linear(tokens, block.to_qkv.weight.view(3 * c, c), block.to_qkv.bias)
         q, k, v = qkv.unsqueeze(1).chunk(3, dim=-1)
