@@ -169,26 +169,27 @@ class WanFastDecoder:
     def _rms_norm(self, x: torch.Tensor, norm: nn.Module, out: torch.Tensor) -> torch.Tensor:
         """``out = norm(x)`` for a channel-first WanRMS_norm: ``x * (1 / |x|) * w`` over channels, ``w = sqrt(C) gamma``.
 
-        The per-pixel factor times the per-channel weight is built as an outer product by a
-        matrix multiply (a broadcast multiply over rows of C < 64 channels runs scalar on CPU),
-        from float32 ``1 / |x|`` split into bfloat16 high and low parts so that the factor is
-        rounded once; with the norm taken in float32, the result has diffusers' accuracy
-        (which normalises in float32), without float32 copies of the activations.
+        In bfloat16 the per-pixel factor times the per-channel weight is built as an outer
+        product by a matrix multiply (a bfloat16 broadcast multiply over rows of C < 64 channels
+        runs scalar on CPU), from the float32 ``1 / |x|`` split into bfloat16 high and low parts,
+        so that it is rounded once: no per-pixel rounding error common to all channels, and
+        accuracy at least diffusers' (which normalises in float32 and rounds four times).
         """
         b, c = x.shape[:2]
         channel = (1, c, *([1] * (x.ndim - 2)))
         weight = self._rms_weight(norm)
-        if x.dtype in (torch.float32, torch.bfloat16):
-            n = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32)
-            inv = torch.reciprocal_(n.clamp_min_(1e-12)).reshape(-1, 1)  # F.normalize's eps
-            if x.dtype == torch.float32:
-                scale = torch.mm(inv, weight.view(1, c))
-            else:  # (s_hi + s_lo) (w_hi + w_lo) ~ s_hi w_hi + s_hi w_lo + s_lo w_hi, summed in float32
-                s_hi = inv.to(x.dtype)
-                s_lo = (inv - s_hi.float()).to(x.dtype)
-                w_hi = weight.to(x.dtype)
-                w_lo = (weight - w_hi.float()).to(x.dtype)
-                scale = torch.mm(torch.cat([s_hi, s_hi, s_lo], dim=1), torch.stack([w_hi, w_lo, w_hi]))
+        if x.dtype == torch.float32:
+            n = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(1e-12)  # F.normalize's eps
+            torch.mul(x, torch.reciprocal_(n), out=out).mul_(weight.view(channel))
+        elif x.dtype == torch.bfloat16:
+            n = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32).clamp_min_(1e-12)
+            inv = torch.reciprocal_(n).reshape(-1, 1)
+            # (s_hi + s_lo) (w_hi + w_lo) ~ s_hi w_hi + s_hi w_lo + s_lo w_hi, summed in float32.
+            s_hi = inv.to(x.dtype)
+            s_lo = (inv - s_hi.float()).to(x.dtype)
+            w_hi = weight.to(x.dtype)
+            w_lo = (weight - w_hi.float()).to(x.dtype)
+            scale = torch.mm(torch.cat([s_hi, s_hi, s_lo], dim=1), torch.stack([w_hi, w_lo, w_hi]))
             torch.mul(x, scale.view(b, *x.shape[2:], c).movedim(-1, 1), out=out)
         else:  # float16 & co: the factor could overflow; normalise in float32 like diffusers
             out.copy_(F.normalize(x.float(), dim=1) * weight.view(channel))
@@ -291,14 +292,18 @@ class WanFastDecoder:
             else:
                 src = x.view(b, co, 1, 1, 1, t, h, w)
         src = src.permute(0, 1, 5, 2, 6, 3, 7, 4)  # [B, C, t, ft, h, fs, w, fs], broadcasting where kept is 1
-        skip = ft - 1 if first else 0
-        if skip:
-            out[:, :, :1].view(b, co, 1, 1, h, fs, w, fs).add_(src[:, :, :1, -1:])
+        # A bfloat16 add broadcasting over rows shorter than the CPU vector loop (2 x 32 lanes)
+        # runs scalar; copying the broadcast into a temporary (no arithmetic) and adding densely is faster.
+        dense = out.dtype == torch.bfloat16 and co < 64 and out.device.type == "cpu"
+        target = torch.empty_like(out) if dense else out
+        assign = torch.Tensor.copy_ if dense else torch.Tensor.add_
+        if first and ft > 1:  # frame 0 keeps only its last copy
+            assign(target[:, :, :1].view(b, co, 1, 1, h, fs, w, fs), src[:, :, :1, -1:])
             if t > 1:
-                out[:, :, 1:].view(b, co, t - 1, ft, h, fs, w, fs).add_(src[:, :, 1:])
+                assign(target[:, :, 1:].view(b, co, t - 1, ft, h, fs, w, fs), src[:, :, 1:])
         else:
-            out.view(b, co, t, ft, h, fs, w, fs).add_(src)
-        return out
+            assign(target.view(b, co, t, ft, h, fs, w, fs), src)
+        return out.add_(target) if dense else out
 
     def _up_block(self, x: torch.Tensor, block: nn.Module, state: dict | None) -> torch.Tensor:
         """WanResidualUpBlock (Wan 2.2) or WanUpBlock (Wan 2.1)."""

@@ -218,11 +218,12 @@ def test_fast_decoder_matches_diffusers_float32(vaes, name: str, shape: tuple[in
     ("c_in", "c_out", "factor_t"), [(8, 8, 2), (8, 4, 2), (8, 4, 1), (4, 4, 1), (8, 2, 2), (16, 6, 2)]
 )
 @pytest.mark.parametrize("first", [True, False])
-def test_fast_decoder_dup_up_shortcut(c_in: int, c_out: int, factor_t: int, first: bool) -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fast_decoder_dup_up_shortcut(c_in: int, c_out: int, factor_t: int, first: bool, dtype) -> None:
     from diffusers.models.autoencoders.autoencoder_kl_wan import DupUp3D
 
     dup = DupUp3D(c_in, c_out, factor_t=factor_t, factor_s=2)
-    x = torch.randn(2, c_in, 3, 4, 5)
+    x = torch.randn(2, c_in, 3, 4, 5).to(dtype).contiguous(memory_format=torch.channels_last_3d)
     expected = dup(x, first_chunk=first)
     base = torch.randn_like(expected)
     out = WanFastDecoder._add_dup_up(base.clone(), x, dup, first)
