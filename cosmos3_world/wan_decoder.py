@@ -25,11 +25,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.autoencoders import autoencoder_kl_wan as wan
 from torch import nn
 
 __all__ = ["WanFastDecoder", "unsupported_reason"]
 
 _CL3D = torch.channels_last_3d
+# Elementwise passes over activations run on this many elements at a time (~2 MB in float32).
+_CHUNK_ELEMENTS = 1 << 19
 
 
 def _use_onednn(x: torch.Tensor) -> bool:
@@ -60,8 +63,6 @@ def unsupported_reason(vae: nn.Module) -> str | None:
     Checks the structure the fast forward relies on, so that a diffusers release that changes the
     Wan modules makes callers fall back to ``vae.decode`` instead of computing something else.
     """
-    from diffusers.models.autoencoders import autoencoder_kl_wan as wan
-
     dec = getattr(vae, "decoder", None)
     if not isinstance(dec, wan.WanDecoder3d) or not isinstance(getattr(vae, "post_quant_conv", None), nn.Conv3d):
         return "no WanDecoder3d decoder / post_quant_conv"
@@ -103,13 +104,21 @@ class WanFastDecoder:
 
     ``decoder(z)`` takes raw (de-normalised) latents ``[B, z_dim, t, h, w]`` in the VAE's dtype and
     returns pixels ``[B, 3, T, H, W]`` clamped to [-1, 1], like ``vae.decode(z).sample``.
-    ``frames_per_pass`` bounds memory: latent frames are decoded that many at a time with a causal
-    cache of two frames per convolution (None: all at once). Derived weights (RMS scales, folded
+    Long clips at high resolution are decoded a few latent frames per pass, with a causal cache of
+    two frames per convolution, so that no activation exceeds ``max_activation_bytes`` (default
+    1 GiB; the clips of a world-model rollout take one pass). Derived weights (RMS scales, folded
     upsampling kernels) are cached and recomputed whenever a parameter changes.
     """
 
-    def __init__(self, vae: nn.Module) -> None:
+    def __init__(self, vae: nn.Module, max_activation_bytes: int = 1 << 30) -> None:
         self.vae = vae
+        self.max_activation_bytes = max_activation_bytes
+        # Geometry from the architecture (not the config's declared scale factors).
+        modes = [m.mode for m in vae.decoder.modules() if isinstance(m, wan.WanResample)]
+        self._patch = vae.config.patch_size or 1
+        self._spatial = 2 ** len(modes)  # per decoder pass, before unpatchify
+        self._temporal = 2 ** modes.count("upsample3d")
+        self._widest = max(m.out_channels for m in vae.decoder.modules() if isinstance(m, nn.Conv3d | nn.Conv2d))
         self._derived: dict[tuple[int, str], tuple[tuple, torch.Tensor]] = {}
 
     # --- derived weights ----------------------------------------------------------------------
@@ -237,8 +246,11 @@ class WanFastDecoder:
         return out
 
     def _norm_silu(self, x: torch.Tensor, norm: nn.Module, out: torch.Tensor) -> torch.Tensor:
-        """``out = silu(norm(x))``."""
-        return F.silu(self._rms_norm(x, norm, out), inplace=True)
+        """``out = silu(norm(x))``, a few frames at a time so that the temporaries stay in cache."""
+        step = max(1, _CHUNK_ELEMENTS // x[:, :, :1].numel())
+        for i in range(0, x.shape[2], step):
+            F.silu(self._rms_norm(x[:, :, i : i + step], norm, out[:, :, i : i + step]), inplace=True)
+        return out
 
     def _causal_conv(self, x: torch.Tensor, conv: nn.Conv3d, state: dict | None) -> torch.Tensor:
         """WanCausalConv3d over all frames of ``x`` (stride 1)."""
@@ -380,25 +392,38 @@ class WanFastDecoder:
             x = self._up_block(x, block, state)
         return self._norm_silu_conv(x, dec.norm_out, dec.conv_out, state)
 
-    def _unpatchify(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.vae.config.patch_size
-        if p is None or p == 1:
-            return x.contiguous()
+    def _unpatchify_into(self, out: torch.Tensor, x: torch.Tensor) -> None:
+        """``out = unpatchify(x)``: channel ``(c, p1, p2)`` of a patch is pixel ``(2h + p2, 2w + p1)`` of channel c."""
+        p = self._patch
         b, cp, t, h, w = x.shape
-        x = x.view(b, cp // (p * p), p, p, t, h, w).permute(0, 1, 4, 5, 3, 6, 2)
-        return x.reshape(b, cp // (p * p), t, h * p, w * p)
+        c = cp // (p * p)
+        out.view(b, c, t, h, p, w, p).copy_(x.view(b, c, p, p, t, h, w).permute(0, 1, 4, 5, 3, 6, 2))
+
+    def frames_per_pass(self, z: torch.Tensor) -> int:
+        """Latent frames per pass keeping every activation of ``z``'s decode within ``max_activation_bytes``.
+
+        A bound, not an estimate: the widest decoder layer times the output's size per latent frame.
+        """
+        b, _, _, h, w = z.shape
+        per_frame = b * self._widest * self._temporal * (h * self._spatial) * (w * self._spatial) * z.element_size()
+        return max(1, self.max_activation_bytes // per_frame)
 
     @torch.no_grad()
     def __call__(self, z: torch.Tensor, frames_per_pass: int | None = None) -> torch.Tensor:
+        """Raw latents ``[B, z_dim, t, h, w]`` -> pixels ``[B, C, T, H, W]`` in [-1, 1], ``frames_per_pass``
+        latent frames at a time (None: as many as :meth:`frames_per_pass` allows)."""
         if frames_per_pass is not None and frames_per_pass < 1:
             raise ValueError(f"frames_per_pass must be >= 1 or None, got {frames_per_pass}")
-        z = z.contiguous(memory_format=_CL3D) if z.device.type == "cpu" else z.contiguous()
-        frames = z.shape[2]
-        if frames_per_pass is None or frames_per_pass >= frames:
-            out = self._decoder_pass(z, None)
-        else:
-            state: dict = {}
-            parts = [self._decoder_pass(z[:, :, i : i + frames_per_pass], state)
-                     for i in range(0, frames, frames_per_pass)]  # fmt: skip
-            out = torch.cat(parts, dim=2)
-        return self._unpatchify(out).clamp_(-1.0, 1.0)
+        step = frames_per_pass or self.frames_per_pass(z)
+        z = z.contiguous(memory_format=_CL3D if _use_onednn(z) else torch.contiguous_format)
+        b, _, frames, h, w = z.shape
+        p, tf, sf = self._patch, self._temporal, self._spatial * self._patch
+        channels = self.vae.decoder.conv_out.out_channels // (p * p)
+        out = torch.empty((b, channels, 1 + tf * (frames - 1), h * sf, w * sf), dtype=z.dtype, device=z.device)
+        state: dict | None = None if step >= frames else {}
+        done = 0
+        for i in range(0, frames, step):
+            part = self._decoder_pass(z[:, :, i : i + step], state)
+            self._unpatchify_into(out[:, :, done : done + part.shape[2]], part)
+            done += part.shape[2]
+        return out.clamp_(-1.0, 1.0)
