@@ -198,11 +198,11 @@ class WanVAECodec(Codec):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.vae.dtype
+        return next(self.vae.parameters()).dtype  # diffusers' `vae.dtype` walks every module: ~0.5 ms
 
     @property
     def device(self) -> torch.device:
-        return self.vae.device
+        return next(self.vae.parameters()).device
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> WanVAECodec:
         if device is not None:
