@@ -210,9 +210,9 @@ def test_fast_decoder_matches_diffusers_float32(vaes, name: str, shape: tuple[in
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
     # A few latent frames per pass, with the causal cache carried between passes: the same.
     if shape[2] > 1:
-        assert fast.frames_per_pass(z) >= shape[2]
+        assert fast.max_frames_per_pass(z) >= shape[2]
         small = WanFastDecoder(vae, max_activation_bytes=1)
-        assert small.frames_per_pass(z) == 1
+        assert small.max_frames_per_pass(z) == 1
         torch.testing.assert_close(small(z), expected, rtol=0, atol=1e-5)
         torch.testing.assert_close(fast(z, frames_per_pass=2), expected, rtol=0, atol=1e-5)
 
@@ -280,6 +280,19 @@ def test_wan_codec_decodes_with_the_fast_decoder(vae: AutoencoderKLWan, monkeypa
     monkeypatch.setattr(vae, "use_tiling", True)
     with pytest.raises(AssertionError, match="vae.decode called"):
         codec.decode(z)
+
+
+def test_wan_codec_falls_back_to_diffusers_for_an_unknown_decoder_structure(vae: AutoencoderKLWan) -> None:
+    odd = copy.deepcopy(vae)
+    odd.decoder.up_blocks[1].resnets[0].nonlinearity = torch.nn.GELU()
+    assert "non-SiLU" in unsupported_reason(odd)
+    codec = WanVAECodec(odd)
+    assert codec._fast_decoder is None
+    z = torch.randn(1, 48, 2, 4, 4, generator=torch.Generator().manual_seed(2))
+    mean, std = _stats(odd)
+    with torch.no_grad():
+        expected = odd.decode(z / (1.0 / std) + mean).sample
+    assert torch.equal(codec.decode(z), expected)
 
 
 def test_wan_rejects_contradictory_scale_factor() -> None:
