@@ -211,7 +211,7 @@ class WanFastDecoder:
     # --- building blocks ----------------------------------------------------------------------
 
     def _rms_norm(self, x: torch.Tensor, norm: nn.Module, out: torch.Tensor) -> torch.Tensor:
-        """``out = norm(x)`` for a channel-first WanRMS_norm: ``x * (1 / |x|) * w`` over channels, ``w = sqrt(C) gamma``.
+        """``out = norm(x)`` for a channel-first WanRMS_norm: ``x / |x| * w`` over channels, ``w = sqrt(C) gamma``.
 
         In bfloat16 the per-pixel factor times the per-channel weight is built as an outer
         product by a matrix multiply (a bfloat16 broadcast multiply over rows of C < 64 channels

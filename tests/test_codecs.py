@@ -168,8 +168,17 @@ def _wan_vae(seed: int = 0, **overrides) -> AutoencoderKLWan:
 
 
 # Wan 2.1 layout: plain up blocks whose upsamplers halve the channels, no patchify, z_dim 16.
-_WAN21 = {"is_residual": False, "patch_size": None, "in_channels": 3, "out_channels": 3, "z_dim": 16,
-          "decoder_base_dim": None, "scale_factor_spatial": 8, "latents_mean": [0.0] * 16, "latents_std": [1.0] * 16}  # fmt: skip
+_WAN21 = {
+    "is_residual": False,
+    "patch_size": None,
+    "in_channels": 3,
+    "out_channels": 3,
+    "z_dim": 16,
+    "decoder_base_dim": None,
+    "scale_factor_spatial": 8,
+    "latents_mean": [0.0] * 16,
+    "latents_std": [1.0] * 16,
+}
 
 
 @pytest.fixture(scope="module")
