@@ -20,6 +20,7 @@ from .prompts import PromptEncoder, action_caption, load_tokenizer, resolution_f
 from .sampler import FlowSampler, SamplerConfig
 from .tiny import build_tiny_bundle, demo_image
 from .video import read_video, write_video
+from .wan_decoder import WanFastDecoder
 from .world import ChunkResult, World, WorldModel
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "PromptEncoder",
     "SamplerConfig",
     "SpaceToDepthCodec",
+    "WanFastDecoder",
     "WanVAECodec",
     "World",
     "WorldModel",
