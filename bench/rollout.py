@@ -6,7 +6,7 @@ denoising step and re-encodes the whole conditioning clip each chunk; ours encod
 once and batches worlds. Prints chunks per second, the ratio at B=1, and per-world throughput at
 B=8 against B=1. Goals (issue 3): ours >= 3x the reference at B=1; at B=8 >= 2x B=1 per world.
 
-    python bench/rollout.py [--chunks 10] [--steps 10] [--batch 8] [--rounds 2] [--compile]
+    python bench/rollout.py [--chunks 10] [--steps 10] [--batch 8] [--rounds 3] [--compile]
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; medians are reported")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
     parser.add_argument("--dtype", default="bfloat16", help="dtype of transformer and VAE, both sides")
     parser.add_argument("--compile", action="store_true", help="also time ours with compile=True")
     args = parser.parse_args()
@@ -107,14 +107,8 @@ def main() -> None:
              ref_vae, 1)]  # fmt: skip
     for key, wm in models.items():
         for b in (1, args.batch):
-            runs.append(
-                (
-                    f"ours {key}, B={b}",
-                    lambda wm=wm, b=b: our_rollout(wm, b, args.chunks, 0),
-                    watches[key],
-                    b,
-                )
-            )
+            run = lambda wm=wm, b=b: our_rollout(wm, b, args.chunks, 0)  # noqa: E731
+            runs.append((f"ours {key}, B={b}", run, watches[key], b))
     reference_rollout(pipe, image, 1, args.steps, args.guidance, 0)  # warm-up (and compile) every run
     for key, wm in models.items():
         for b in (1, args.batch):
