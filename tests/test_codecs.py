@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 from types import SimpleNamespace
 
@@ -126,6 +127,32 @@ def test_wan_encode_matches_reference_pipeline(vae: AutoencoderKLWan, wan: WanVA
     with torch.no_grad():
         expected = Cosmos3OmniPipeline._encode_video(pipe, x).float()
     assert torch.equal(wan.encode(x), expected)
+
+
+def test_wan_encoder_convs_run_on_onednn_with_diffusers_results() -> None:
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**tiny_wan_vae_config()).eval()
+    plain = copy.deepcopy(vae)
+    WanVAECodec(vae)  # routes the encoder's convolutions through oneDNN, on this instance only
+    routed = [m for m in vae.encoder.modules() if "_conv_forward" in vars(m)]
+    assert len(routed) > 10 and not any("_conv_forward" in vars(m) for m in plain.modules())
+    with torch.no_grad():
+        for frames in (1, 5):
+            x = _pixels(1, 3, frames, 64, 48, seed=frames)
+            expected = plain.encode(x).latent_dist.mode()
+            torch.testing.assert_close(vae.encode(x).latent_dist.mode(), expected, atol=1e-5, rtol=1e-5)
+        x = _pixels(1, 3, 1, 32, 32)
+        for clone in (copy.deepcopy(vae), torch.load(_saved(vae), weights_only=False)):  # still bound to itself
+            assert clone.encoder.conv_in._conv_forward.args[0] is clone.encoder.conv_in
+            torch.testing.assert_close(clone.encode(x).latent_dist.mode(), plain.encode(x).latent_dist.mode(),
+                                       atol=1e-5, rtol=1e-5)  # fmt: skip
+
+
+def _saved(module: torch.nn.Module) -> io.BytesIO:
+    buffer = io.BytesIO()
+    torch.save(module, buffer)
+    buffer.seek(0)
+    return buffer
 
 
 def test_wan_encode_is_causal(wan: WanVAECodec) -> None:
