@@ -17,7 +17,6 @@ latent frames and only ``T = 1 + tf*n`` is expressible.
 from __future__ import annotations
 
 import abc
-import functools
 import json
 import os
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 from diffusers import AutoencoderKLWan
 from huggingface_hub import hf_hub_download
 
-from .wan_decoder import WanFastDecoder, unsupported_reason
+from .wan_decoder import WanFastDecoder, route_convs_through_onednn, unsupported_reason
 
 __all__ = [
     "Codec",
@@ -216,15 +215,13 @@ class WanVAECodec(Codec):
     def _use_channels_last(self) -> None:
         """On CPU, store 3-D conv weights channels-last: oneDNN then runs the convolutions, and the
         channel-wise RMS norms between them, on contiguous channels (~1.6x faster decode, same math).
-        The encoder's convolutions are also sent to oneDNN (see `_onednn_conv_forward`)."""
+        The encoder's convolutions are also sent to oneDNN (`route_convs_through_onednn`)."""
         if self.device.type != "cpu":
             return
         for module in self.vae.modules():
             if isinstance(module, torch.nn.Conv3d):
                 module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last_3d)
-        for module in self.vae.encoder.modules():
-            if getattr(type(module), "_conv_forward", None) in _PLAIN_CONV_FORWARDS:
-                module._conv_forward = functools.partial(_onednn_conv_forward, module)  # picklable
+        route_convs_through_onednn(self.vae.encoder)
 
     def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, inv_std) as ``[1, C, 1, 1, 1]`` in the VAE's dtype, ``inv_std = 1 / std`` computed in it."""
@@ -246,21 +243,6 @@ class WanVAECodec(Codec):
         if vae.use_slicing and z.shape[0] > 1:
             return torch.cat([self._fast_decoder(zi, self.decode_frames_per_pass) for zi in z.split(1)])
         return self._fast_decoder(z, self.decode_frames_per_pass)
-
-
-_PLAIN_CONV_FORWARDS = (torch.nn.Conv2d._conv_forward, torch.nn.Conv3d._conv_forward)
-
-
-def _onednn_conv_forward(self: torch.nn.Conv2d | torch.nn.Conv3d, x: torch.Tensor, weight, bias) -> torch.Tensor:
-    """A conv layer's `_conv_forward`, through oneDNN for float32/bf16 on CPU (the class's otherwise).
-
-    For batch 1 and small inputs (a single frame, the low-resolution stages) PyTorch picks its
-    native float32 kernel, ~5x slower here: a one-frame Wan encode takes 12 ms instead of 55 ms.
-    """
-    if (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and self.padding_mode == "zeros"
-            and torch.backends.mkldnn.is_available() and not isinstance(self.padding, str)):  # fmt: skip
-        return torch.mkldnn_convolution(x, weight, bias, self.padding, self.stride, self.dilation, self.groups)
-    return type(self)._conv_forward(self, x, weight, bias)
 
 
 def _check_wan_config(config: Any) -> None:
