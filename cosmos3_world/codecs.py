@@ -169,7 +169,7 @@ class WanVAECodec(Codec):
         self.vae = vae.eval()
         self.decode_frames_per_pass = decode_frames_per_pass
         self._fast_decoder = WanFastDecoder(vae) if unsupported_reason(vae) is None else None
-        self._use_channels_last()
+        self._tune_for_cpu()
 
     @classmethod
     def from_pretrained(
@@ -209,13 +209,13 @@ class WanVAECodec(Codec):
             self.vae.to(device=device)
         if dtype is not None:
             self.vae.to(dtype=dtype)
-        self._use_channels_last()
+        self._tune_for_cpu()
         return self
 
-    def _use_channels_last(self) -> None:
-        """On CPU, store 3-D conv weights channels-last: oneDNN then runs the convolutions, and the
-        channel-wise RMS norms between them, on contiguous channels (~1.6x faster decode, same math).
-        The encoder's convolutions are also sent to oneDNN (`route_convs_through_onednn`)."""
+    def _tune_for_cpu(self) -> None:
+        """On CPU: 3-D conv weights channels-last, so oneDNN runs the convolutions and the channel-wise
+        RMS norms between them on contiguous channels (~1.6x faster decode, same math); and the
+        diffusers encoder's convolutions sent to oneDNN (`route_convs_through_onednn`)."""
         if self.device.type != "cpu":
             return
         for module in self.vae.modules():
