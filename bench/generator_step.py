@@ -11,22 +11,29 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from reference import randomize_, reference_inputs  # noqa: E402
-
-from cosmos3_world import Cosmos3Config, Cosmos3Generator, GenerationSpec  # noqa: E402
-from cosmos3_world.layers import onednn_linear  # noqa: E402
+from cosmos3_world import Cosmos3Config, Cosmos3Generator, GenerationSpec, PrefixCache
+from cosmos3_world.kernels import onednn_linear
+from cosmos3_world.testing.reference import randomize_, reference_inputs
 
 CONFIG = dict(
-    hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2, head_dim=64,
-    intermediate_size=1536, vocab_size=151936, latent_channel=48, latent_patch_size=2, patch_latent_dim=192,
-    action_gen=True, action_dim=32, num_embodiment_domains=32, rope_axes_dim=[12, 10, 10],
+    hidden_size=512,
+    num_hidden_layers=8,
+    num_attention_heads=8,
+    num_key_value_heads=2,
+    head_dim=64,
+    intermediate_size=1536,
+    vocab_size=151936,
+    latent_channel=48,
+    latent_patch_size=2,
+    patch_latent_dim=192,
+    action_gen=True,
+    action_dim=32,
+    num_embodiment_domains=32,
+    rope_axes_dim=[12, 10, 10],
 )
 PROMPT_LEN, LATENT, CLEAN, ACTIONS, DOMAIN, T = 256, (4, 16, 16), [0], 12, 8, 500.0
 
@@ -62,8 +69,9 @@ def matmul_peak(dtype: torch.dtype) -> float:
 
 def step_flops(cfg: dict, gen_tokens: int, prefix_lens: list[int]) -> float:
     """Matmul FLOPs of our batched generation pass (projections, MLP, attention, heads)."""
-    h, hd, nq, nkv, inter = (cfg[k] for k in ("hidden_size", "head_dim", "num_attention_heads",
-                                              "num_key_value_heads", "intermediate_size"))
+    h, hd, nq, nkv, inter = (
+        cfg[k] for k in ("hidden_size", "head_dim", "num_attention_heads", "num_key_value_heads", "intermediate_size")
+    )
     n = gen_tokens * len(prefix_lens)
     proj = 2 * n * h * (2 * nq * hd + 2 * nkv * hd)
     mlp = 2 * n * h * inter * 3
@@ -93,9 +101,11 @@ def main() -> None:
     action = torch.randn(ACTIONS, CONFIG["action_dim"], generator=g)
     gen_tokens = LATENT[0] * (LATENT[1] // 2) * (LATENT[2] // 2) + ACTIONS
     peak = {}
-    print(f"config: {CONFIG}\nprompt {PROMPT_LEN} / negative {args.uncond_len} tokens, latent {LATENT} "
-          f"({len(CLEAN)} clean), {ACTIONS} action tokens -> {gen_tokens} generation tokens per pass; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"config: {CONFIG}\nprompt {PROMPT_LEN} / negative {args.uncond_len} tokens, latent {LATENT} "
+        f"({len(CLEAN)} clean), {ACTIONS} action tokens -> {gen_tokens} generation tokens per pass; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     print(f"{'dtype':>9} | {'reference':>10} | {'ours':>9} | {'ratio':>6} | {'ours GFLOP/s':>12} | {'peak':>7}")
     for dtype in (torch.float32, torch.bfloat16):
         ref = ref32.to(dtype) if dtype == torch.float32 else Cosmos3OmniTransformer(**CONFIG).eval()
@@ -117,9 +127,18 @@ def main() -> None:
             for kw in kws:
                 ref(**kw)
 
-        prefixes = [ours.prefix_cache.get(ids) for ids in (cond_ids, uncond_ids)]
-        specs = [GenerationSpec(prefix=p, vision_shape=LATENT, vision_noisy=(1, 2, 3), action_len=ACTIONS,
-                                action_noisy=tuple(range(ACTIONS)), domain_id=DOMAIN) for p in prefixes]
+        prefixes = PrefixCache(ours).get_many([cond_ids, uncond_ids])
+        specs = [
+            GenerationSpec(
+                prefix=p,
+                vision_shape=LATENT,
+                vision_noisy=(1, 2, 3),
+                action_len=ACTIONS,
+                action_noisy=tuple(range(ACTIONS)),
+                domain_id=DOMAIN,
+            )
+            for p in prefixes
+        ]
         plan = ours.plan(specs)
 
         def our_step():
@@ -134,8 +153,10 @@ def main() -> None:
         peak[dtype] = matmul_peak(dtype)
         gflops = step_flops(CONFIG, gen_tokens, [PROMPT_LEN, args.uncond_len]) / t_ours / 1e9
         name = str(dtype).removeprefix("torch.")
-        print(f"{name:>9} | {t_ref * 1e3:8.1f}ms | {t_ours * 1e3:7.1f}ms | {t_ours / t_ref:5.2f}x | "
-              f"{gflops:12.0f} | {peak[dtype]:7.0f}")
+        print(
+            f"{name:>9} | {t_ref * 1e3:8.1f}ms | {t_ours * 1e3:7.1f}ms | {t_ours / t_ref:5.2f}x | "
+            f"{gflops:12.0f} | {peak[dtype]:7.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from cosmos3_world import SamplerConfig, WorldModel, build_tiny_bundle, demo_image
-from cosmos3_world.cli import scripted_actions
-from cosmos3_world.testing import reference_pipeline
+from cosmos3_world.testing.reference import reference_pipeline
+from cosmos3_world.testing.tiny import demo_actions
 
 SIZE, CHUNK, EMBODIMENT, FPS = 256, 8, "bridge_orig_lerobot", 5.0
 INSTRUCTION = "pick up the red block and place it in the bowl"
@@ -54,7 +54,7 @@ def reference_rollout(pipe, image: np.ndarray, chunks: int, steps: int, guidance
     start = time.perf_counter()
     frame = Image.fromarray(image)
     for c in range(chunks):
-        actions = torch.from_numpy(scripted_actions(c, CHUNK, 10))
+        actions = torch.from_numpy(demo_actions(c, CHUNK, 10))
         condition = CosmosActionCondition(mode="forward_dynamics", chunk_size=CHUNK, domain_name=EMBODIMENT,
                                           resolution_tier=256, raw_actions=actions, image=frame,
                                           view_point="third_person_view")  # fmt: skip
@@ -69,7 +69,7 @@ def our_rollout(wm: WorldModel, batch: int, chunks: int, seed: int) -> float:
                        fps=FPS, view_point="third_person_view") for b in range(batch)]  # fmt: skip
     start = time.perf_counter()
     for c in range(chunks):
-        wm.step(worlds, [scripted_actions(c, CHUNK, 10)] * batch)
+        wm.step(worlds, [demo_actions(c, CHUNK, 10)] * batch)
     return time.perf_counter() - start
 
 

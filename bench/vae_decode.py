@@ -23,7 +23,8 @@ import torch
 from diffusers import AutoencoderKLWan
 from diffusers.utils import logging as diffusers_logging
 
-from cosmos3_world.codecs import WanVAECodec, tiny_wan_vae_config
+from cosmos3_world.codecs import WanVAECodec
+from cosmos3_world.testing import tiny_wan_vae_config
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 

@@ -1,60 +1,51 @@
-"""cosmos3-world: NVIDIA's Cosmos3 world model as a robot simulator."""
+"""cosmos3-world: NVIDIA's Cosmos3 world model as a robot simulator.
+
+The import is light: public names load their module (and torch, diffusers, transformers) on
+first use (PEP 562), so a controller-side client or the numpy simulator starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .checkpoint import CheckpointError
-from .codecs import Codec, SpaceToDepthCodec, WanVAECodec, load_codec
-from .config import Cosmos3Config
-from .embodiments import (
-    DEFAULT_EMBODIMENTS,
-    Embodiment,
-    EmbodimentRegistry,
-    get_embodiment,
-    prepare_actions,
-    register_embodiment,
-    unnormalize_actions,
-)
-from .generator import Cosmos3Generator, GenerationPlan, GenerationSpec, GeneratorOutput
-from .prefix_cache import PrefixCache, PrefixKV
-from .prompts import PromptEncoder, action_caption, load_tokenizer, resolution_for_tier
-from .sampler import FlowSampler, SamplerConfig
-from .tiny import build_tiny_bundle, demo_image
-from .video import read_video, write_video
-from .wan_decoder import WanFastDecoder
-from .world import ChunkResult, World, WorldModel
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(
+        ["CheckpointError", "Cosmos3Config", "Cosmos3Generator", "GenerationPlan", "GenerationSpec",
+         "GeneratorOutput", "PrefixCache", "PrefixKV"],
+        "cosmos3_world.model",
+    ),
+    **dict.fromkeys(
+        ["Codec", "SpaceToDepthCodec", "WanFastDecoder", "WanVAECodec", "load_codec"], "cosmos3_world.codecs"
+    ),
+    **dict.fromkeys(
+        ["DEFAULT_EMBODIMENTS", "Embodiment", "EmbodimentRegistry", "get_embodiment", "prepare_actions",
+         "register_embodiment", "unnormalize_actions"],
+        "cosmos3_world.engine.embodiments",
+    ),
+    **dict.fromkeys(
+        ["PromptEncoder", "action_caption", "load_tokenizer", "resolution_for_tier"], "cosmos3_world.engine.prompts"
+    ),
+    **dict.fromkeys(["FlowSampler", "SamplerConfig"], "cosmos3_world.engine.sampler"),
+    **dict.fromkeys(["ChunkResult", "World", "WorldModel"], "cosmos3_world.engine.world"),
+    **dict.fromkeys(["build_tiny_bundle", "demo_image"], "cosmos3_world.testing.tiny"),
+    **dict.fromkeys(["read_video", "write_video"], "cosmos3_world.video"),
+}  # fmt: skip
 
-__all__ = [
-    "CheckpointError",
-    "ChunkResult",
-    "Codec",
-    "Cosmos3Config",
-    "Cosmos3Generator",
-    "DEFAULT_EMBODIMENTS",
-    "Embodiment",
-    "EmbodimentRegistry",
-    "FlowSampler",
-    "GenerationPlan",
-    "GenerationSpec",
-    "GeneratorOutput",
-    "PrefixCache",
-    "PrefixKV",
-    "PromptEncoder",
-    "SamplerConfig",
-    "SpaceToDepthCodec",
-    "WanFastDecoder",
-    "WanVAECodec",
-    "World",
-    "WorldModel",
-    "action_caption",
-    "build_tiny_bundle",
-    "demo_image",
-    "get_embodiment",
-    "load_codec",
-    "load_tokenizer",
-    "prepare_actions",
-    "read_video",
-    "register_embodiment",
-    "resolution_for_tier",
-    "unnormalize_actions",
-    "write_video",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cosmos3_world' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

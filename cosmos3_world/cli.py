@@ -11,21 +11,14 @@ from pathlib import Path
 import numpy as np
 
 
-def scripted_actions(chunk: int, chunk_size: int, action_dim: int) -> np.ndarray:
-    """Smooth, bounded actions in [-1, 1] for demos: each dimension follows its own slow sinusoid."""
-    t = chunk * chunk_size + np.arange(chunk_size)[:, None]
-    phase = np.arange(action_dim)[None, :]
-    return (0.8 * np.sin(0.3 * t + 1.7 * phase)).astype(np.float32)
-
-
 def _rollout(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from .sampler import SamplerConfig
-    from .tiny import build_tiny_bundle, demo_image
+    from .engine.sampler import SamplerConfig
+    from .engine.world import WorldModel
+    from .testing.tiny import build_tiny_bundle, demo_actions, demo_image
     from .video import write_video
-    from .world import WorldModel
 
     torch.set_grad_enabled(False)
     if args.model is None:
@@ -35,8 +28,9 @@ def _rollout(args: argparse.Namespace) -> int:
     else:
         model_path = args.model
     sampler = SamplerConfig(num_steps=args.steps, guidance_scale=args.guidance, solver=args.solver)
-    wm = WorldModel.from_pretrained(model_path, sampler=sampler, device=args.device, torch_dtype=args.dtype,
-                                    compile=args.compile)
+    wm = WorldModel.from_pretrained(
+        model_path, sampler=sampler, device=args.device, torch_dtype=args.dtype, compile=args.compile
+    )
     if args.image:
         from PIL import Image
 
@@ -50,7 +44,7 @@ def _rollout(args: argparse.Namespace) -> int:
         if args.policy == "model":
             result = world.predict()
         else:
-            result = world.step(scripted_actions(chunk, world.chunk_size, world.embodiment.action_dim))
+            result = world.step(demo_actions(chunk, world.chunk_size, world.embodiment.action_dim))
         frames.append(result.frames)
     elapsed = time.perf_counter() - start
     video = np.concatenate(frames)
@@ -62,7 +56,7 @@ def _rollout(args: argparse.Namespace) -> int:
 
 
 def _build_tiny(args: argparse.Namespace) -> int:
-    from .tiny import build_tiny_bundle
+    from .testing.tiny import build_tiny_bundle
 
     path = build_tiny_bundle(args.directory, codec=args.codec, seed=args.seed)
     print(f"tiny bundle written to {path}")
@@ -80,8 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--embodiment", default="bridge_orig_lerobot")
     r.add_argument("--chunks", type=int, default=8)
     r.add_argument("--chunk-size", type=int, default=None, help="actions per chunk (default: 3 x temporal factor)")
-    r.add_argument("--policy", choices=["scripted", "model"], default="scripted",
-                   help="scripted smooth actions (forward dynamics) or the model's own actions (policy mode)")
+    r.add_argument(
+        "--policy",
+        choices=["scripted", "model"],
+        default="scripted",
+        help="scripted smooth actions (forward dynamics) or the model's own actions (policy mode)",
+    )
     r.add_argument("--steps", type=int, default=10, help="denoising steps per chunk")
     r.add_argument("--guidance", type=float, default=3.0)
     r.add_argument("--solver", choices=["unipc", "euler"], default="unipc")

@@ -19,4 +19,4 @@ for chunk in range(3):
     print(f"chunk {chunk}: " + ", ".join(f"{w.embodiment.name} {r.frames.shape}" for w, r in zip(worlds, results)))
     if chunk == 1:  # the pusht episode ends; start a new one in place
         wm.reset(demo_image(seed=7), "push the T into the target", "pusht", seed=7, chunk_size=4, world=worlds[2])
-print("prefix cache:", wm.generator.prefix_cache.stats)
+print("prefix cache:", wm.prefix_cache.stats)

@@ -1,7 +1,7 @@
 """Roll a world forward with scripted actions and save the imagined video.
 
-    python examples/rollout.py                       # tiny random-weight model built on the fly
-    python examples/rollout.py --model nvidia/Cosmos3-Nano --device cuda --dtype bfloat16 --image start.png
+python examples/rollout.py                       # tiny random-weight model built on the fly
+python examples/rollout.py --model nvidia/Cosmos3-Nano --device cuda --dtype bfloat16 --image start.png
 """
 
 import argparse
@@ -22,8 +22,9 @@ parser.add_argument("--out", default="example_rollout.mp4")
 args = parser.parse_args()
 
 model = args.model or build_tiny_bundle(tempfile.mkdtemp())
-wm = WorldModel.from_pretrained(model, device=args.device, torch_dtype=args.dtype,
-                                sampler=SamplerConfig(num_steps=8, guidance_scale=3.0))
+wm = WorldModel.from_pretrained(
+    model, device=args.device, torch_dtype=args.dtype, sampler=SamplerConfig(num_steps=8, guidance_scale=3.0)
+)
 if args.image:
     from PIL import Image
 

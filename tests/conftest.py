@@ -2,7 +2,7 @@
 
 import pytest
 
-from cosmos3_world.tiny import build_tiny_bundle
+from cosmos3_world.testing.tiny import build_tiny_bundle
 
 
 @pytest.fixture(scope="session")

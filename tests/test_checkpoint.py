@@ -7,10 +7,10 @@ import warnings
 import pytest
 import torch
 from diffusers import Cosmos3OmniTransformer
-from reference import model_pair
 
 from cosmos3_world import Cosmos3Config, Cosmos3Generator
-from cosmos3_world.checkpoint import CheckpointError
+from cosmos3_world.model.checkpoint import CheckpointError
+from cosmos3_world.testing.reference import model_pair
 
 
 @pytest.fixture(scope="module")
@@ -126,16 +126,31 @@ def test_missing_files_and_folders(saved, tmp_path):
         Cosmos3Generator.from_pretrained(root)
     empty = tmp_path / "empty"
     empty.mkdir()
-    (empty / "config.json").write_text(json.dumps({"hidden_size": 64, "num_hidden_layers": 1, "head_dim": 16,
-                                                   "num_attention_heads": 4, "num_key_value_heads": 2,
-                                                   "rope_axes_dim": [4, 2, 2]}))
+    (empty / "config.json").write_text(
+        json.dumps(
+            {
+                "hidden_size": 64,
+                "num_hidden_layers": 1,
+                "head_dim": 16,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "rope_axes_dim": [4, 2, 2],
+            }
+        )
+    )
     with pytest.raises(CheckpointError, match="no diffusion_pytorch_model.safetensors"):
         Cosmos3Generator.from_pretrained(empty, subfolder=None)
 
 
 def test_config_unknown_fields_warn_and_contradictions_raise():
-    base = dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                rope_axes_dim=[4, 2, 2])
+    base = dict(
+        hidden_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        rope_axes_dim=[4, 2, 2],
+    )
     with pytest.warns(UserWarning, match="new_field"):
         cfg = Cosmos3Config.from_dict({**base, "new_field": 1, "_class_name": "Cosmos3OmniTransformer"})
     assert cfg.extra == {"new_field": 1} and cfg.to_dict()["new_field"] == 1
@@ -174,12 +189,22 @@ def test_loading_does_not_hold_the_weights_twice(tmp_path):
     import subprocess
     import sys
 
-    cfg = Cosmos3Config.from_dict(dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
-                                       num_key_value_heads=2, head_dim=32, intermediate_size=256,
-                                       rope_axes_dim=[6, 5, 5], vocab_size=151936))
+    cfg = Cosmos3Config.from_dict(
+        dict(
+            hidden_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=32,
+            intermediate_size=256,
+            rope_axes_dim=[6, 5, 5],
+            vocab_size=151936,
+        )
+    )
     Cosmos3Generator(cfg).save_pretrained(tmp_path, max_shard_size="20MB")
-    out = subprocess.run([sys.executable, "-c", LOAD_AND_REPORT_PEAK, str(tmp_path)], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_REPORT_PEAK, str(tmp_path)], capture_output=True, text=True, check=True
+    )
     peak, size = map(int, out.stdout.split())
     assert size > 150e6
     assert peak < 1.35 * size, f"peak {peak / 1e6:.0f} MB for {size / 1e6:.0f} MB of weights"

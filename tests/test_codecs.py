@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKLWan
 from diffusers.pipelines.cosmos.pipeline_cosmos3_omni import Cosmos3OmniPipeline
 
-from cosmos3_world.codecs import Codec, SpaceToDepthCodec, WanVAECodec, load_codec, tiny_wan_vae_config
-from cosmos3_world.wan_decoder import WanFastDecoder, unsupported_reason
+from cosmos3_world.codecs import Codec, SpaceToDepthCodec, WanVAECodec, load_codec
+from cosmos3_world.codecs.wan_decoder import WanFastDecoder, unsupported_reason
+from cosmos3_world.testing import tiny_wan_vae_config
 
 
 def _pixels(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -255,9 +256,11 @@ def test_fast_decoder_matches_diffusers_float32(vaes, name: str, shape: tuple[in
 
 def test_fast_decoder_generic_path_without_onednn(vaes, monkeypatch) -> None:
     # Other devices: plain F.conv3d on contiguous activations, no oneDNN-specific kernels.
-    from cosmos3_world import wan_decoder
+    from cosmos3_world import kernels
+    from cosmos3_world.codecs import wan_decoder
 
-    monkeypatch.setattr(wan_decoder, "_use_onednn", lambda x: False)
+    monkeypatch.setattr(kernels, "onednn_applies", lambda x: False)
+    monkeypatch.setattr(wan_decoder, "onednn_applies", lambda x: False)
     for name, shape in (("wan22_gamma", (1, 48, 3, 4, 4)), ("wan21", (1, 16, 2, 3, 5))):
         vae = vaes[name]
         z = torch.randn(*shape, generator=torch.Generator().manual_seed(3))

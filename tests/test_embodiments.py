@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cosmos3_world import embodiments
-from cosmos3_world.embodiments import (
+from cosmos3_world.engine import embodiments
+from cosmos3_world.engine.embodiments import (
     DEFAULT_EMBODIMENTS,
     Embodiment,
     EmbodimentRegistry,

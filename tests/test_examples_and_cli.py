@@ -38,8 +38,24 @@ def test_cli_rollout_writes_a_video(tmp_path):
 def test_cli_policy_mode_and_build_tiny(tmp_path):
     out = run(["-m", "cosmos3_world.cli", "build-tiny", "bundle"], tmp_path)
     assert out.returncode == 0 and (tmp_path / "bundle" / "model_index.json").is_file()
-    out = run(["-m", "cosmos3_world.cli", "rollout", "--model", "bundle", "--policy", "model", "--chunks", "1",
-               "--steps", "1", "--out", "p.mp4"], tmp_path)
+    out = run(
+        [
+            "-m",
+            "cosmos3_world.cli",
+            "rollout",
+            "--model",
+            "bundle",
+            "--policy",
+            "model",
+            "--chunks",
+            "1",
+            "--steps",
+            "1",
+            "--out",
+            "p.mp4",
+        ],
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "p.mp4").stat().st_size > 0
 

@@ -2,15 +2,11 @@
 
 import pytest
 import torch
-from reference import model_pair, reference_inputs
 
 from cosmos3_world import GenerationSpec, PrefixCache
+from cosmos3_world.testing.reference import model_pair, reference_inputs, rel
 
 TOL = 1e-5
-
-
-def rel(a, b):
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +39,14 @@ def test_cached_step_equals_full_forward_over_many_steps(models):
     action = torch.randn(6, 12)
     cache = PrefixCache(ours)
     for step, t in enumerate((999.0, 600.0, 10.0)):
-        spec = GenerationSpec(prefix=cache.get(ids), vision_shape=(3, 4, 6), vision_noisy=(1, 2), action_len=6,
-                              action_noisy=tuple(range(6)), domain_id=2)
+        spec = GenerationSpec(
+            prefix=cache.get(ids),
+            vision_shape=(3, 4, 6),
+            vision_noisy=(1, 2),
+            action_len=6,
+            action_noisy=tuple(range(6)),
+            domain_id=2,
+        )
         out = ours.denoise_step(ours.plan([spec]), [vision], t, action=[action])
         kw = reference_inputs(ref, ids, vision, [0], t, action=action, domain_id=2)
         with torch.no_grad():
@@ -91,8 +93,17 @@ def test_batched_step_equals_per_item_steps(models):
     specs, visions, actions, ts = [], [], [], []
     for L, shape, noisy, n_act, act_noisy, dom, t in items:
         ids = torch.randint(0, 512, (L,), generator=g).tolist()
-        specs.append(GenerationSpec(prefix=ours.prefix_cache.get(ids), vision_shape=shape, vision_noisy=noisy,
-                                    fps=12.0, action_len=n_act, action_noisy=act_noisy, domain_id=dom))
+        specs.append(
+            GenerationSpec(
+                prefix=ours.encode_prefix(ids),
+                vision_shape=shape,
+                vision_noisy=noisy,
+                fps=12.0,
+                action_len=n_act,
+                action_noisy=act_noisy,
+                domain_id=dom,
+            )
+        )
         visions.append(torch.randn(8, *shape, generator=g))
         actions.append(torch.randn(n_act, 12, generator=g) if n_act else None)
         ts.append(t)
@@ -123,8 +134,14 @@ def test_sequences_are_bucketed_by_lengths_without_padding(models):
 
 def test_step_input_errors_name_the_argument(models):
     ours, _ = models
-    spec = GenerationSpec(prefix=ours.encode_prefix([1, 2, 3]), vision_shape=(2, 4, 4), vision_noisy=(1,),
-                          action_len=4, action_noisy=(0, 1, 2, 3), domain_id=1)
+    spec = GenerationSpec(
+        prefix=ours.encode_prefix([1, 2, 3]),
+        vision_shape=(2, 4, 4),
+        vision_noisy=(1,),
+        action_len=4,
+        action_noisy=(0, 1, 2, 3),
+        domain_id=1,
+    )
     plan = ours.plan([spec])
     with pytest.raises(ValueError, match=r"vision\[0\] must have shape \(8, 2, 4, 4\)"):
         ours.denoise_step(plan, [torch.randn(8, 2, 4, 5)], 1.0, action=[torch.randn(4, 12)])
@@ -133,8 +150,18 @@ def test_step_input_errors_name_the_argument(models):
     with pytest.raises(ValueError, match="timesteps must hold 1 or 1 values"):
         ours.denoise_step(plan, [torch.randn(8, 2, 4, 4)], [1.0, 2.0], action=[torch.randn(4, 12)])
     with pytest.raises(ValueError, match="domain_id must be in"):
-        ours.plan([GenerationSpec(prefix=spec.prefix, vision_shape=(2, 4, 4), vision_noisy=(1,), action_len=2,
-                                  action_noisy=(0,), domain_id=99)])
+        ours.plan(
+            [
+                GenerationSpec(
+                    prefix=spec.prefix,
+                    vision_shape=(2, 4, 4),
+                    vision_noisy=(1,),
+                    action_len=2,
+                    action_noisy=(0,),
+                    domain_id=99,
+                )
+            ]
+        )
     with pytest.raises(ValueError, match="vision_noisy"):
         ours.plan([GenerationSpec(prefix=spec.prefix, vision_shape=(2, 4, 4), vision_noisy=(2,))])
     with pytest.raises(ValueError, match="token_ids must be in"):
@@ -143,8 +170,14 @@ def test_step_input_errors_name_the_argument(models):
 
 def test_compiled_generation_matches_eager():
     ours, _ = model_pair(seed=9)
-    spec = GenerationSpec(prefix=ours.encode_prefix(list(range(1, 30))), vision_shape=(2, 4, 6), vision_noisy=(1,),
-                          action_len=4, action_noisy=(0, 1, 2, 3), domain_id=2)
+    spec = GenerationSpec(
+        prefix=ours.encode_prefix(list(range(1, 30))),
+        vision_shape=(2, 4, 6),
+        vision_noisy=(1,),
+        action_len=4,
+        action_noisy=(0, 1, 2, 3),
+        domain_id=2,
+    )
     plan = ours.plan([spec, spec])
     v, a = torch.randn(8, 2, 4, 6), torch.randn(4, 12)
     eager = ours.denoise_step(plan, [v, v], 300.0, action=[a, a])

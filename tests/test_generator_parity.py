@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from reference import model_pair, reference_inputs
 
 from cosmos3_world import GenerationSpec
+from cosmos3_world.testing.reference import model_pair, reference_inputs, rel
 
 TOL = 1e-5
 
@@ -30,10 +30,6 @@ CASES = [
 ]
 
 
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
-
-
 def run_case(ours, ref, case, seed):
     L, shape, cond, n_sound, n_action, act_cond, domain, t, fps = case
     cfg = ref.config
@@ -42,17 +38,21 @@ def run_case(ours, ref, case, seed):
     vision = torch.randn(cfg.latent_channel, *shape, generator=g)
     sound = torch.randn(cfg.sound_dim, n_sound, generator=g) if cfg.sound_gen and n_sound else None
     action = torch.randn(n_action, cfg.action_dim, generator=g) if cfg.action_gen and n_action else None
-    kw = reference_inputs(ref, ids, vision, cond, t, fps=fps, sound=sound, action=action, action_cond=act_cond,
-                          domain_id=domain)
+    kw = reference_inputs(
+        ref, ids, vision, cond, t, fps=fps, sound=sound, action=action, action_cond=act_cond, domain_id=domain
+    )
     with torch.no_grad():
         expected = ref(**kw)
         full = ours(**kw)
     spec = GenerationSpec(
-        prefix=ours.encode_prefix(ids), vision_shape=shape,
-        vision_noisy=tuple(f for f in range(shape[0]) if f not in cond), fps=fps,
+        prefix=ours.encode_prefix(ids),
+        vision_shape=shape,
+        vision_noisy=tuple(f for f in range(shape[0]) if f not in cond),
+        fps=fps,
         sound_len=0 if sound is None else n_sound,
         action_len=0 if action is None else n_action,
-        action_noisy=tuple(a for a in range(n_action) if a not in act_cond), domain_id=domain,
+        action_noisy=tuple(a for a in range(n_action) if a not in act_cond),
+        domain_id=domain,
     )
     cached = ours.denoise_step(ours.plan([spec]), [vision], t, sound=[sound], action=[action])
     return expected, full, cached

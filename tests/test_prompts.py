@@ -9,7 +9,7 @@ import pytest
 from diffusers.pipelines.cosmos import pipeline_cosmos3_omni as ref
 from diffusers.video_processor import VideoProcessor
 
-from cosmos3_world.prompts import (
+from cosmos3_world.engine.prompts import (
     RESOLUTION_TIERS,
     SYSTEM_PROMPT_IMAGE,
     SYSTEM_PROMPT_VIDEO,

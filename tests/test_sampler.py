@@ -5,7 +5,7 @@ import pytest
 import torch
 from diffusers import UniPCMultistepScheduler
 
-from cosmos3_world.sampler import DEFAULT_SCHEDULER_CONFIG, FlowSampler, SamplerConfig, flatten, unflatten
+from cosmos3_world.engine.sampler import DEFAULT_SCHEDULER_CONFIG, FlowSampler, SamplerConfig, flatten, unflatten
 
 
 def toy_velocity(target: torch.Tensor):

@@ -5,21 +5,17 @@ import pytest
 import torch
 from PIL import Image
 
-from cosmos3_world.sampler import SamplerConfig
-from cosmos3_world.tiny import demo_image
-from cosmos3_world.world import WorldModel
+from cosmos3_world.engine.sampler import SamplerConfig
+from cosmos3_world.engine.world import WorldModel
+from cosmos3_world.testing.reference import rel
+from cosmos3_world.testing.tiny import demo_image
 
 STEPS = SamplerConfig(num_steps=3, guidance_scale=3.0)
 
 
-def rel(a, b):
-    a, b = torch.as_tensor(a), torch.as_tensor(b)
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
-
-
 @pytest.fixture(scope="module")
 def reference_pipeline(wan_bundle):
-    from cosmos3_world.testing import reference_pipeline
+    from cosmos3_world.testing.reference import reference_pipeline
 
     return reference_pipeline(wan_bundle)
 
@@ -31,15 +27,27 @@ def test_one_chunk_matches_the_reference_pipeline(mode, wan_bundle, reference_pi
     img = demo_image(256, 256, seed=4)
     actions = torch.randn(8, 10, generator=torch.Generator().manual_seed(0))
     condition = CosmosActionCondition(
-        mode=mode, chunk_size=8, domain_name="droid_lerobot", resolution_tier=256, image=Image.fromarray(img),
-        raw_actions=actions if mode == "forward_dynamics" else None, view_point="wrist_view",
+        mode=mode,
+        chunk_size=8,
+        domain_name="droid_lerobot",
+        resolution_tier=256,
+        image=Image.fromarray(img),
+        raw_actions=actions if mode == "forward_dynamics" else None,
+        view_point="wrist_view",
     )
-    expected = reference_pipeline("put the cup on the plate", action=condition, num_inference_steps=3,
-                                  guidance_scale=3.0, fps=15.0, generator=torch.Generator().manual_seed(5),
-                                  output_type="latent")
+    expected = reference_pipeline(
+        "put the cup on the plate",
+        action=condition,
+        num_inference_steps=3,
+        guidance_scale=3.0,
+        fps=15.0,
+        generator=torch.Generator().manual_seed(5),
+        output_type="latent",
+    )
     wm = WorldModel.from_pretrained(wan_bundle, sampler=STEPS)
-    world = wm.reset(img, "put the cup on the plate", "droid_lerobot", seed=5, chunk_size=8, fps=15.0,
-                     view_point="wrist_view")
+    world = wm.reset(
+        img, "put the cup on the plate", "droid_lerobot", seed=5, chunk_size=8, fps=15.0, view_point="wrist_view"
+    )
     result = world.step(actions) if mode == "forward_dynamics" else world.predict()
     assert result.latents.shape == expected.video[0].shape == (48, 3, 16, 16)
     assert rel(result.latents, expected.video[0]) <= 1e-4
@@ -79,7 +87,7 @@ def test_each_chunk_starts_from_the_previous_chunks_last_frame(wm):
 
 
 def test_prefix_is_encoded_once_per_instruction(wm):
-    stats = wm.generator.prefix_cache.stats
+    stats = wm.prefix_cache.stats
     before = stats.tokens_encoded
     rollout(wm, seed=0, chunks=5, instruction="open the drawer slowly")
     encoded_first_episode = stats.tokens_encoded - before
@@ -97,10 +105,14 @@ def test_batched_worlds_equal_single_worlds(wm):
         ("wipe the table", "fractal", 2, 2, 4),
         ("push the T into the goal", "pusht", 3, 3, 2),
     ]
+
     def make():
         return [wm.reset(demo_image(seed=s_img), ins, emb, seed=s, chunk_size=n) for ins, emb, s, s_img, n in setups]
+
     rng = np.random.default_rng(0)
-    acts = [[rng.uniform(-1, 1, (n, wm.embodiments.get(emb).action_dim)) for _, emb, _, _, n in setups] for _ in range(2)]
+    acts = [
+        [rng.uniform(-1, 1, (n, wm.embodiments.get(emb).action_dim)) for _, emb, _, _, n in setups] for _ in range(2)
+    ]
     batch = make()
     batched = [wm.step(batch, a) for a in acts]
     singles = make()
@@ -220,8 +232,9 @@ def test_bundle_loads_from_the_hf_cache_offline(tiny_bundle, tmp_path, monkeypat
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    wm = WorldModel.from_pretrained("acme/cosmos3-tiny", cache_dir=tmp_path / "hub", torch_dtype="bfloat16",
-                                    sampler=SamplerConfig(num_steps=1))
+    wm = WorldModel.from_pretrained(
+        "acme/cosmos3-tiny", cache_dir=tmp_path / "hub", torch_dtype="bfloat16", sampler=SamplerConfig(num_steps=1)
+    )
     assert wm.generator.dtype == torch.bfloat16 and wm.codec.dtype == torch.bfloat16
     world = wm.reset(demo_image(), "x", "fractal", seed=0, chunk_size=2)
     assert world.step(np.zeros((2, 10))).frames.shape == (2, 64, 64, 3)

@@ -19,10 +19,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import resolve_directory
-from .codecs import Codec, load_codec
+from ..codecs import Codec, load_codec
+from ..model import Cosmos3Generator, GenerationSpec, PrefixCache, parse_dtype
+from ..model.checkpoint import resolve_directory
 from .embodiments import DEFAULT_EMBODIMENTS, Embodiment, EmbodimentRegistry, prepare_actions, unnormalize_actions
-from .generator import Cosmos3Generator, GenerationSpec
+from .pixels import to_pixels, to_uint8
 from .prompts import PromptEncoder, check_length, load_tokenizer
 from .sampler import FlowSampler, SamplerConfig, flatten, unflatten
 
@@ -112,6 +113,7 @@ class WorldModel:
         if compile:  # ~20 s on the first chunk, then faster steps (see Cosmos3Generator.compile_generation)
             generator.compile_generation()
         self.codec = codec
+        self.prefix_cache = PrefixCache(generator)  # the Reasoner K/V of every prompt, encoded once
         self.prompts = PromptEncoder(tokenizer)
         self.sampler = sampler or FlowSampler()
         self.embodiments = embodiments
@@ -144,8 +146,12 @@ class WorldModel:
         """
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
         root = _resolve_bundle(path_or_repo, **hub)
-        generator = Cosmos3Generator.from_pretrained(root, subfolder="transformer", torch_dtype=torch_dtype, device=device)
-        codec_dtype = _dtype(codec_dtype if codec_dtype is not None else torch_dtype)
+        generator = Cosmos3Generator.from_pretrained(
+            root, subfolder="transformer", torch_dtype=torch_dtype, device=device
+        )
+        codec_dtype = parse_dtype(
+            codec_dtype if codec_dtype is not None else torch_dtype if torch_dtype != "auto" else None, "codec_dtype"
+        )
         codec = load_codec(root, subfolder="vae", device=device, torch_dtype=codec_dtype or torch.float32)
         tokenizer = load_tokenizer(str(root), subfolder="text_tokenizer")
         sched_file = root / "scheduler" / "scheduler_config.json"
@@ -332,7 +338,9 @@ class WorldModel:
                     act[j] = parts[b + slot].to(gen.dtype)
                 reps = 2 if cfg_on else 1
                 out = gen.denoise_step(plan, vis * reps, t, action=act * reps)
-                pick = lambda r: flatten(out.sample[r * b : (r + 1) * b] + [out.action[r * b + j] for j in stepped]) * mask  # noqa: E731
+                pick = lambda r: (
+                    flatten(out.sample[r * b : (r + 1) * b] + [out.action[r * b + j] for j in stepped]) * mask
+                )  # noqa: E731
                 return pick(0), pick(1) if cfg_on else None
 
             flat = self.sampler.sample(flatten(state), velocity, after_step=lambda x: x.mul_(mask),
@@ -349,13 +357,15 @@ class WorldModel:
         return [_RawResult(latents=z, pixels=f, actions_model=a) for z, f, a in zip(latents, frames, actions)]
 
     def _specs(self, jobs: list[_Job], shapes: list[torch.Size]) -> list[GenerationSpec]:
-        cache = self.generator.prefix_cache
+        cache = self.prefix_cache
+
         def spec(j: _Job, shape, ids) -> GenerationSpec:  # noqa: E306
             return GenerationSpec(
                 prefix=cache.get(ids), vision_shape=tuple(shape[1:]), fps=j.fps,
                 vision_noisy=tuple(range(j.vision_clean, j.latent_frames)),
                 action_len=len(j.actions), action_noisy=j.action_noisy, domain_id=j.embodiment.domain_id,
             )  # fmt: skip
+
         specs = [spec(j, s, j.prompt_ids) for j, s in zip(jobs, shapes)]
         if self.sampler.config.uses_cfg:
             specs += [spec(j, s, j.negative_ids) for j, s in zip(jobs, shapes)]
@@ -448,64 +458,6 @@ class _RawResult:
 
     def public(self) -> ChunkResult:
         return ChunkResult(frames=self.frames, latents=self.latents, actions=self.actions)
-
-
-# ---------------------------------------------------------------------------------------------
-# Pixels
-# ---------------------------------------------------------------------------------------------
-
-
-def to_pixels(x: Any, name: str, spatial_factor: int = 1) -> torch.Tensor:
-    """An image [H, W, 3] or video [T, H, W, 3] (uint8, or float in [0, 1]; numpy, torch or PIL)
-    -> float32 [3, T, H, W] in [-1, 1]."""
-    try:
-        from PIL import Image
-
-        if isinstance(x, Image.Image):
-            x = np.asarray(x.convert("RGB"))
-    except ImportError:  # pragma: no cover - PIL ships with diffusers
-        pass
-    if isinstance(x, (list, tuple)):
-        x = np.stack([np.asarray(f) for f in x])
-    t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
-    if t.ndim == 3:
-        t = t[None]
-    if t.ndim != 4 or t.shape[-1] != 3:
-        raise ValueError(f"{name} must be [H, W, 3] or [T, H, W, 3] RGB, got shape {tuple(t.shape)}")
-    if t.dtype == torch.uint8:
-        t = t.float() / 127.5 - 1.0
-    elif t.dtype.is_floating_point:
-        t = t.float()
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} holds NaN or inf values")
-        if float(t.min()) < 0.0 or float(t.max()) > 1.0:
-            raise ValueError(f"{name} as floats must lie in [0, 1], got values in [{float(t.min()):.3g}, {float(t.max()):.3g}]")
-        t = t * 2.0 - 1.0
-    else:
-        raise ValueError(f"{name} must be uint8 or float in [0, 1], got dtype {t.dtype}")
-    h, w = t.shape[1:3]
-    if h % spatial_factor or w % spatial_factor or h == 0 or w == 0:
-        raise ValueError(f"{name} height and width must be positive multiples of {spatial_factor} "
-                         f"(the codec's spatial factor), got {h}x{w}")  # fmt: skip
-    return t.permute(3, 0, 1, 2).contiguous()
-
-
-def to_uint8(pixels: torch.Tensor) -> np.ndarray:
-    """[3, T, H, W] in [-1, 1] -> [T, H, W, 3] uint8."""
-    x = pixels.permute(1, 2, 3, 0).clone(memory_format=torch.contiguous_format)  # [T, H, W, 3]; then in place
-    return x.clamp_(-1, 1).add_(1.0).mul_(127.5).round_().to(torch.uint8).numpy()
-
-
-def _dtype(value: torch.dtype | str | None) -> torch.dtype | None:
-    """A torch dtype from a dtype or its name; None and "auto" give None."""
-    if value is None or value == "auto":
-        return None
-    if isinstance(value, torch.dtype):
-        return value
-    dtype = getattr(torch, str(value).removeprefix("torch."), None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"not a torch dtype: {value!r}")
-    return dtype
 
 
 def _group_by_shape(tensors: list[torch.Tensor]) -> dict[tuple, list[int]]:

@@ -6,18 +6,21 @@ only. They are computed once per instruction and reused by every denoising step 
 Because attention is causal, the K/V of the first n tokens of a prompt are those of any prompt
 that starts with the same n tokens: the cache reuses the longest cached prefix and encodes only
 the rest.
+
+The cache belongs to whoever runs the generator (the world engine) and watches the weights it
+was filled from: a changed dtype or device (`Module._apply`, which `.to()` uses), a reload
+(`load_state_dict`), an optimizer step (tensor version counters) or replaced tensors all empty
+it on the next lookup, so stale keys/values are never served. (Writes through `param.data`
+bypass version counters: call `clear()` after those.)
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import Protocol, Sequence
 
 import torch
-
-if TYPE_CHECKING:
-    from .generator import Cosmos3Generator
 
 
 @dataclass(frozen=True)
@@ -72,14 +75,30 @@ class PrefixCacheStats:
     tokens_encoded: int = 0  # text tokens run through the understanding pathway
 
 
+class PrefixEncoder(Protocol):
+    """What the cache needs of a generator."""
+
+    weights_epoch: int  # bumped by the generator whenever its tensors are converted or reloaded
+
+    def encode_prefix(self, token_ids: Sequence[int], past: PrefixKV | None = None) -> PrefixKV: ...
+
+    def understanding_parameters(self) -> list[torch.Tensor]: ...
+
+
+def _weights_fingerprint(generator: PrefixEncoder) -> tuple:
+    """Identity and version of every tensor the prefix K/V depend on (cheap: no data is read)."""
+    return (generator.weights_epoch, *((p.data_ptr(), p._version) for p in generator.understanding_parameters()))
+
+
 @dataclass
 class PrefixCache:
     """LRU cache of encoded prefixes for one generator, bounded in bytes, reusing the longest prefix."""
 
-    generator: "Cosmos3Generator"
+    generator: PrefixEncoder
     max_bytes: int = 2 << 30
     stats: PrefixCacheStats = field(default_factory=PrefixCacheStats)
     _entries: "OrderedDict[tuple[int, ...], PrefixKV]" = field(default_factory=OrderedDict, repr=False)
+    _fingerprint: tuple | None = field(default=None, repr=False)
 
     @property
     def nbytes(self) -> int:
@@ -89,11 +108,27 @@ class PrefixCache:
         return len(self._entries)
 
     def clear(self) -> None:
-        """Drop every entry (call after changing the generator's weights, dtype or device)."""
+        """Drop every entry."""
         self._entries.clear()
+
+    def check_weights(self) -> None:
+        """Empty the cache if the generator's understanding weights changed since it was filled."""
+        fingerprint = _weights_fingerprint(self.generator)
+        if fingerprint != self._fingerprint:
+            self._entries.clear()
+            self._fingerprint = fingerprint
+
+    def get_many(self, token_ids: Sequence[Sequence[int]]) -> list[PrefixKV]:
+        """`get` for several prompts, checking the weights once."""
+        self.check_weights()
+        return [self._get(ids) for ids in token_ids]
 
     def get(self, token_ids: Sequence[int]) -> PrefixKV:
         """The prefix K/V for `token_ids`, encoding only what no cached prompt shares."""
+        self.check_weights()
+        return self._get(token_ids)
+
+    def _get(self, token_ids: Sequence[int]) -> PrefixKV:
         key = tuple(int(t) for t in token_ids)
         if not key:
             raise ValueError("token_ids must hold at least one token")

@@ -45,7 +45,9 @@ class SamplerConfig:
         if self.sigmas is not None:
             sig = tuple(float(s) for s in self.sigmas)
             if not sig or any(not 0.0 <= s <= 1.0 for s in sig) or any(a <= b for a, b in zip(sig, sig[1:])):
-                raise ValueError(f"sigmas must be a non-empty, strictly decreasing schedule in [0, 1], got {self.sigmas}")
+                raise ValueError(
+                    f"sigmas must be a non-empty, strictly decreasing schedule in [0, 1], got {self.sigmas}"
+                )
             self.sigmas = sig
         elif self.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")

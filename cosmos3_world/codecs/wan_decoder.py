@@ -21,14 +21,12 @@ the first latent frame specially, handled here explicitly:
 * each ``nearest 2x upsample + 3x3 conv`` folded into one stride-2 transposed convolution
   (2.25x fewer multiply-adds, same result up to float rounding).
 
-Results equal ``vae.decode`` to float rounding (~4e-6 in float32); in bfloat16 the error against
-float32 is slightly below diffusers' own. :func:`route_convs_through_onednn` gives the diffusers
-encoder the same oneDNN convolutions (its own forward is kept).
+Results equal ``vae.decode`` to float rounding; in bfloat16 the error against float32 is at or
+below diffusers' own (tested; figures in the README).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -36,50 +34,13 @@ import torch.nn.functional as F
 from diffusers.models.autoencoders import autoencoder_kl_wan as wan
 from torch import nn
 
-__all__ = ["WanFastDecoder", "route_convs_through_onednn", "unsupported_reason"]
+from ..kernels import conv3d, onednn_applies
+
+__all__ = ["WanFastDecoder", "unsupported_reason"]
 
 _CL3D = torch.channels_last_3d
 # Elementwise passes over activations run on this many elements at a time (~2 MB in float32).
 _CHUNK_ELEMENTS = 1 << 19
-
-
-def _use_onednn(x: torch.Tensor) -> bool:
-    return (
-        x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available()
-    )
-
-
-def _conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding, stride=(1, 1, 1)):
-    """``F.conv3d``, always through oneDNN on CPU.
-
-    PyTorch sends small float32 inputs (batch 1, N*C*T*H <= 20480, 3x3 kernels) to its slow
-    reference kernel, ~5x slower than oneDNN at the sizes of Wan's low-resolution stages.
-    """
-    if _use_onednn(x):
-        return torch.mkldnn_convolution(x, weight, bias, padding, stride, (1, 1, 1), 1)
-    return F.conv3d(x, weight, bias, stride=stride, padding=padding)
-
-
-def _onednn_conv_forward(self: nn.Conv2d | nn.Conv3d, x: torch.Tensor, weight, bias) -> torch.Tensor:
-    """A conv layer's ``_conv_forward`` through oneDNN where `_use_onednn` allows (the class's otherwise)."""
-    if _use_onednn(x) and self.padding_mode == "zeros" and not isinstance(self.padding, str):
-        return torch.mkldnn_convolution(x, weight, bias, self.padding, self.stride, self.dilation, self.groups)
-    return type(self)._conv_forward(self, x, weight, bias)
-
-
-_PLAIN_CONV_FORWARDS = (nn.Conv2d._conv_forward, nn.Conv3d._conv_forward)
-
-
-def route_convs_through_onednn(module: nn.Module) -> None:
-    """Send the plain Conv2d/Conv3d layers under ``module`` (this instance only) to oneDNN on CPU.
-
-    For batch 1 and small inputs (one frame, low-resolution stages) PyTorch picks its native
-    float32 kernel, ~5x slower here: a one-frame Wan encode takes 13 ms instead of 56 ms in
-    float32 (bf16 is unchanged), same results up to float rounding. Pickle and deepcopy keep it.
-    """
-    for m in module.modules():
-        if getattr(type(m), "_conv_forward", None) in _PLAIN_CONV_FORWARDS:
-            m._conv_forward = functools.partial(_onednn_conv_forward, m)
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
@@ -207,7 +168,7 @@ class WanFastDecoder:
                 shifted[0, ..., :kw] = w
                 shifted[1, ..., 1:] = w
                 w = shifted.view(2 * co, ci, kt, kh, kw + 1)
-            return w.contiguous(memory_format=_CL3D if _use_onednn(weight) else torch.contiguous_format)
+            return w.contiguous(memory_format=_CL3D if onednn_applies(weight) else torch.contiguous_format)
 
         weight = self._cached(conv, f"kernel{kt0}{'w' if wide else ''}", (weight,), build)
         if wide and bias is not None:
@@ -225,11 +186,11 @@ class WanFastDecoder:
         """
         co, kw = conv.out_channels, conv.kernel_size[2]
         b, _, _, h, w = x.shape
-        wide = co % 16 == 8 and co < 32 and kw > 1 and kw == 2 * padding[2] + 1 and w % 2 == 0 and _use_onednn(x)
+        wide = co % 16 == 8 and co < 32 and kw > 1 and kw == 2 * padding[2] + 1 and w % 2 == 0 and onednn_applies(x)
         weight, bias = self._kernel(conv, kt0, wide)
         if not wide:
-            return _conv3d(x, weight, bias, padding)
-        y = _conv3d(x, weight, bias, padding, (1, 1, 2))  # [B, 2C, T', H, W / 2]
+            return conv3d(x, weight, bias, padding)
+        y = conv3d(x, weight, bias, padding, (1, 1, 2))  # [B, 2C, T', H, W / 2]
         return y.view(b, 2, co, y.shape[2], h, w // 2).permute(0, 2, 3, 4, 5, 1).reshape(b, co, y.shape[2], h, w)
 
     # --- building blocks ----------------------------------------------------------------------
@@ -466,7 +427,7 @@ class WanFastDecoder:
         if frames_per_pass is not None and frames_per_pass < 1:
             raise ValueError(f"frames_per_pass must be >= 1 or None, got {frames_per_pass}")
         step = frames_per_pass or self.max_frames_per_pass(z)
-        z = z.contiguous(memory_format=_CL3D if _use_onednn(z) else torch.contiguous_format)
+        z = z.contiguous(memory_format=_CL3D if onednn_applies(z) else torch.contiguous_format)
         b, _, frames, h, w = z.shape
         p, tf, sf = self._patch, self._temporal, self._spatial * self._patch
         channels = self.vae.decoder.conv_out.out_channels // (p * p)

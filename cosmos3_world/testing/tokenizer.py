@@ -1,11 +1,11 @@
-"""Builders for tests and CPU demos: small but real components made on the fly, with no downloads."""
+"""A tiny real tokenizer (byte-level BPE with the Qwen special tokens and chat template), trained on the fly."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .prompts import SYSTEM_PROMPT_IMAGE, SYSTEM_PROMPT_VIDEO, VIEW_POINT_FRAMING, action_caption
+from ..engine.prompts import SYSTEM_PROMPT_IMAGE, SYSTEM_PROMPT_VIDEO, VIEW_POINT_FRAMING, action_caption
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -127,21 +127,3 @@ def build_tiny_tokenizer(save_dir: str | Path) -> PreTrainedTokenizerFast:
     )
     tokenizer.save_pretrained(str(save_dir))
     return AutoTokenizer.from_pretrained(str(save_dir))
-
-
-def reference_pipeline(bundle: str | Path):
-    """diffusers' own `Cosmos3OmniPipeline` on a bundle with a Wan VAE (safety checker off, no
-    progress bars): the oracle our world engine is checked and benchmarked against."""
-    from diffusers import AutoencoderKLWan, Cosmos3OmniPipeline, Cosmos3OmniTransformer, UniPCMultistepScheduler
-    from transformers import AutoTokenizer
-
-    bundle = Path(bundle)
-    pipe = Cosmos3OmniPipeline(
-        transformer=Cosmos3OmniTransformer.from_pretrained(bundle, subfolder="transformer"),
-        text_tokenizer=AutoTokenizer.from_pretrained(bundle / "text_tokenizer"),
-        vae=AutoencoderKLWan.from_pretrained(bundle, subfolder="vae"),
-        scheduler=UniPCMultistepScheduler.from_pretrained(bundle, subfolder="scheduler"),
-        enable_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe

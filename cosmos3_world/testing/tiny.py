@@ -14,17 +14,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from .codecs import SpaceToDepthCodec, tiny_wan_vae_config
-from .config import Cosmos3Config
-from .generator import Cosmos3Generator
-from .sampler import DEFAULT_SCHEDULER_CONFIG
-from .testing import build_tiny_tokenizer
+from ..codecs import SpaceToDepthCodec
+from ..engine.sampler import DEFAULT_SCHEDULER_CONFIG
+from ..model import Cosmos3Config, Cosmos3Generator
+from .tokenizer import build_tiny_tokenizer
 
-TINY_GENERATOR_CONFIG: dict[str, Any] = dict(
+_TINY_GENERATOR_CONFIG: dict[str, Any] = dict(
     hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
     intermediate_size=256, rope_axes_dim=[6, 5, 5], vocab_size=2048, latent_channel=48, latent_patch_size=2,
     patch_latent_dim=192, action_gen=True, action_dim=64, num_embodiment_domains=32,
 )  # fmt: skip
+
+
+def tiny_config(**overrides: Any) -> dict[str, Any]:
+    """The tiny generator config (48 latent channels, as the codecs make), with `overrides` applied."""
+    return {**_TINY_GENERATOR_CONFIG, **overrides}
 
 
 def build_tiny_bundle(
@@ -41,7 +45,7 @@ def build_tiny_bundle(
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    config = Cosmos3Config.from_dict({**TINY_GENERATOR_CONFIG, **config_overrides})
+    config = Cosmos3Config.from_dict(tiny_config(**config_overrides))
     Cosmos3Generator(config).save_pretrained(root / "transformer")
     if codec == "space_to_depth":
         SpaceToDepthCodec(patch=4, channels=3).save_pretrained(root / "vae")
@@ -54,9 +58,9 @@ def build_tiny_bundle(
     else:
         raise ValueError(f"codec must be 'space_to_depth' or 'wan', got {codec!r}")
     build_tiny_tokenizer(root / "text_tokenizer")
-    UniPCMultistepScheduler(**{k: v for k, v in DEFAULT_SCHEDULER_CONFIG.items() if not k.startswith("_")}).save_pretrained(
-        root / "scheduler"
-    )
+    UniPCMultistepScheduler(
+        **{k: v for k, v in DEFAULT_SCHEDULER_CONFIG.items() if not k.startswith("_")}
+    ).save_pretrained(root / "scheduler")
     index = {
         "_class_name": "Cosmos3OmniPipeline",
         "_diffusers_version": diffusers_version,
@@ -80,3 +84,39 @@ def demo_image(height: int = 64, width: int = 64, seed: int = 0) -> np.ndarray:
         img[top : top + h, left : left + w] = rng.uniform(0.1, 0.9, size=3)
     img[: height // 4, width // 2 - width // 16 : width // 2 + width // 16] = (0.2, 0.2, 0.22)  # gripper
     return (img.clip(0, 1) * 255).round().astype(np.uint8)
+
+
+def tiny_wan_vae_config() -> dict[str, Any]:
+    """Config of a small random-weight ``AutoencoderKLWan`` in the Wan 2.2 layout (~5M parameters).
+
+    Same structure as the published VAE (z_dim 48, residual blocks, 2x2 patchify so 12 in/out
+    channels, 16x spatial, 4x causal temporal, separate decoder width) with narrow layers, for
+    tests: ``AutoencoderKLWan(**tiny_wan_vae_config())``. The latent statistics are arbitrary
+    but non-trivial so normalisation bugs show.
+    """
+    z_dim = 48
+    return {
+        "base_dim": 16,
+        "decoder_base_dim": 24,
+        "z_dim": z_dim,
+        "dim_mult": [1, 2, 4, 4],
+        "num_res_blocks": 1,
+        "attn_scales": [],
+        "temperal_downsample": [False, True, True],
+        "dropout": 0.0,
+        "is_residual": True,
+        "in_channels": 12,  # 3 RGB channels x 2x2 patch: patchify runs before the encoder
+        "out_channels": 12,
+        "patch_size": 2,
+        "scale_factor_spatial": 16,  # 2 (patch) x 2^3 (downsamples); diffusers defaults to 8
+        "scale_factor_temporal": 4,
+        "latents_mean": [round(0.1 * (i % 7 - 3), 4) for i in range(z_dim)],
+        "latents_std": [round(0.5 + 0.05 * (i % 11), 4) for i in range(z_dim)],
+    }
+
+
+def demo_actions(chunk: int, chunk_size: int, action_dim: int) -> np.ndarray:
+    """Smooth, bounded actions in [-1, 1] for demos: each dimension follows its own slow sinusoid."""
+    t = chunk * chunk_size + np.arange(chunk_size)[:, None]
+    phase = np.arange(action_dim)[None, :]
+    return (0.8 * np.sin(0.3 * t + 1.7 * phase)).astype(np.float32)

@@ -13,16 +13,13 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import Cosmos3Config
-
-if TYPE_CHECKING:
-    from .generator import Cosmos3Generator
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 WEIGHTS_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
@@ -31,6 +28,19 @@ _ALT_NAMES = ("model.safetensors",)
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded: missing files, bad keys or shapes, corrupted data."""
+
+
+_DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
+
+
+def parse_dtype(value: Any, name: str = "torch_dtype") -> torch.dtype | None:
+    """A floating torch dtype from a dtype or its name ("bfloat16", "torch.float16"); None stays None."""
+    if value is None or isinstance(value, torch.dtype) and value.is_floating_point:
+        return value
+    dtype = getattr(torch, value.removeprefix("torch."), None) if isinstance(value, str) else None
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"{name} must be a floating torch dtype or one of {list(_DTYPE_NAMES)}, got {value!r}")
+    return dtype
 
 
 def resolve_directory(
@@ -128,7 +138,7 @@ def _set_tensor(model: torch.nn.Module, name: str, value: torch.Tensor) -> None:
 
 
 def load_generator(
-    cls: type["Cosmos3Generator"],
+    cls: type[torch.nn.Module],
     path_or_repo: str | os.PathLike,
     subfolder: str | None = "transformer",
     *,
@@ -138,13 +148,13 @@ def load_generator(
     cache_dir: str | os.PathLike | None = None,
     local_files_only: bool | None = None,
     token: str | bool | None = None,
-) -> "Cosmos3Generator":
-    """Build the generator from config.json and load its safetensors without a second copy in memory.
+) -> torch.nn.Module:
+    """Build `cls(config)` (the generator) from config.json and load its safetensors without a second copy in memory.
 
     torch_dtype: None -> float32, "auto" -> as stored, or a dtype (the time embedder stays float32).
     """
-    if isinstance(torch_dtype, str) and torch_dtype != "auto":
-        torch_dtype = getattr(torch, torch_dtype.removeprefix("torch."))
+    if torch_dtype != "auto":
+        torch_dtype = parse_dtype(torch_dtype)
     folder = resolve_directory(
         path_or_repo, subfolder, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
     )
@@ -216,7 +226,9 @@ def _key_mismatch_message(folder: Path, config: Cosmos3Config, missing: list[str
     return " ".join(parts)
 
 
-def save_generator(model: "Cosmos3Generator", save_directory: str | os.PathLike, max_shard_size: int | str = "5GB") -> None:
+def save_generator(
+    model: torch.nn.Module, save_directory: str | os.PathLike, max_shard_size: int | str = "5GB"
+) -> None:
     """Write config.json and safetensors (sharded with an index when larger than max_shard_size)."""
     from diffusers import __version__ as diffusers_version
     from huggingface_hub import split_torch_state_dict_into_shards
@@ -229,7 +241,9 @@ def save_generator(model: "Cosmos3Generator", save_directory: str | os.PathLike,
 
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     split = split_torch_state_dict_into_shards(
-        state, filename_pattern=WEIGHTS_NAME.replace(".safetensors", "{suffix}.safetensors"), max_shard_size=max_shard_size
+        state,
+        filename_pattern=WEIGHTS_NAME.replace(".safetensors", "{suffix}.safetensors"),
+        max_shard_size=max_shard_size,
     )
     for stale in [*folder.glob("diffusion_pytorch_model*.safetensors"), folder / WEIGHTS_INDEX_NAME]:
         stale.unlink(missing_ok=True)

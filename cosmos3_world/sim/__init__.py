@@ -1,0 +1,1 @@
+"""The ground-truth push simulator (numpy + OpenCV + Gymnasium; no torch)."""
