@@ -176,7 +176,9 @@ def _clamp_block(block: np.ndarray, cfg: PushConfig) -> None:
 
 
 def _wrap_angle(theta: float) -> float:
-    """Angle in [-pi/4, pi/4): the square block is symmetric under quarter turns."""
+    """Angle in [-pi/4, pi/4): the square block is symmetric under quarter turns (unchanged when already in)."""
+    if -math.pi / 4 <= theta < math.pi / 4:
+        return theta
     return (theta + math.pi / 4) % (math.pi / 2) - math.pi / 4
 
 
