@@ -36,7 +36,7 @@ from cosmos3_world.sim import (
     task_index,
 )
 from cosmos3_world.sim.dataset import save_episode
-from cosmos3_world.sim.push import _contact, block_corners, goal_distance, physics_step
+from cosmos3_world.sim.push import AGENT_RGB, BLOCK_RGB, _contact, block_corners, goal_distance, physics_step
 
 CFG = PushConfig()
 PX = 32.0  # pixels per workspace unit at 64x64
@@ -336,9 +336,9 @@ def test_render_layers_and_sizes():
         img = render_state(st, CFG, size)
         assert img.shape == (size, size, 3) and img.dtype == np.uint8
         c = size // 2
-        assert tuple(img[c, c]) == (72, 28, 112)  # agent on top
+        assert tuple(img[c, c]) == AGENT_RGB  # agent on top
         g = int(0.8 * size)  # block centre pixel: the block is drawn over the goal
-        assert tuple(img[g, g]) == (214, 40, 40)
+        assert tuple(img[g, g]) == BLOCK_RGB
 
 
 # ---------------------------------------------------------------- policies

@@ -1,12 +1,15 @@
 """Pixel detector for push-task frames, real or imagined by a world model, and the pixel success hook.
 
-Objects are segmented by RGB distance to their palette colour (``push.AGENT_RGB`` etc.) with a threshold, so
-anti-aliased edges, blur and mild noise are tolerated; isolated specks are discarded with connected components.
+Pixels are labelled with the nearest palette colour (``push.BACKGROUND_RGB``, ``AGENT_RGB``, ``BLOCK_RGB``,
+``GOAL_RGB``) when within ``colour_threshold`` of it (RGB distance), so anti-aliased edges, blur, noise and small
+colour shifts are tolerated; specks are discarded with connected components.
 
-* agent, block: centroid of the largest component of their colour (the block's angle, modulo a quarter turn,
+* agent, block: centroid of the largest component of their label (the block's angle, modulo a quarter turn,
   from the minimum-area rectangle around it);
-* goals: the block is drawn over the goals, but it is smaller than a goal edge, so it never hides a whole row or
-  column of a goal; the goal centre is the centre of the bounding box of its (possibly occluded) pixels.
+* goals: the block is drawn over the goals but is smaller than a goal edge, so it never hides a whole row or
+  column of a goal: the centre is that of the bounding box of the goal's pieces (grouped within one goal size).
+  Where the box is clearly narrower than a goal, the block (with the agent) hides one side and the centre is read
+  from the opposite edge and the known goal size.
 
 Positions are in the simulator's normalised coordinates ([-1, 1]^2, x right, y down).
 """
@@ -14,16 +17,28 @@ Positions are in the simulator's normalised coordinates ([-1, 1]^2, x right, y d
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-from .push import AGENT_RGB, BLOCK_RGB, GOAL_COLOURS, GOAL_RGB, TASK_GOALS, PushConfig, goal_score, task_index
+from .push import (
+    AGENT_RGB,
+    BACKGROUND_RGB,
+    BLOCK_RGB,
+    GOAL_COLOURS,
+    GOAL_RGB,
+    TASK_GOALS,
+    PushConfig,
+    goal_score,
+    task_index,
+)
 
-COLOUR_THRESHOLD = 60.0  # max RGB distance to a palette colour (palette colours are >= ~140 apart)
-_OCCLUSION_DEFICIT = 1.5  # pixels: a goal's box narrower than the goal by more than this is occluded on one side
+COLOUR_THRESHOLD = 90.0  # max RGB distance to the (nearest) palette colour; object colours are >= ~140 apart
+_OCCLUSION_DEFICIT = 1.5  # pixels: a goal box narrower than a goal by more than this is occluded on one side
+_GROUP_SLACK = 2  # pixels: goal pieces are grouped while their joint box stays within a goal side plus this
+_LABELS = ("background", "agent", "block", *GOAL_COLOURS)
+_PALETTE = np.array([BACKGROUND_RGB, AGENT_RGB, BLOCK_RGB, *(GOAL_RGB[c] for c in GOAL_COLOURS)], np.float32)
 
 
 @dataclass
@@ -37,16 +52,19 @@ class Detection:
     goal_areas: dict[str, int] = field(default_factory=dict)  # colour -> visible goal pixels
 
 
-def _colour_mask(frame: np.ndarray, rgb: Sequence[int], threshold: float) -> np.ndarray:
-    """uint8 [H, W] mask of pixels within ``threshold`` (RGB distance) of ``rgb``."""
-    diff = frame.astype(np.float32) - np.asarray(rgb, dtype=np.float32)
-    return (np.einsum("hwc,hwc->hw", diff, diff) < threshold * threshold).astype(np.uint8)
+def label_frame(frame: np.ndarray, threshold: float = COLOUR_THRESHOLD) -> np.ndarray:
+    """int8 [H, W] index into ``_LABELS`` of the nearest palette colour, -1 where none is within ``threshold``."""
+    diff = frame.astype(np.float32)[:, :, None, :] - _PALETTE  # [H, W, P, 3]
+    dist2 = np.einsum("hwpc,hwpc->hwp", diff, diff)
+    label = dist2.argmin(-1).astype(np.int8)
+    label[np.take_along_axis(dist2, label[..., None].astype(np.int64), -1)[..., 0] > threshold * threshold] = -1
+    return label
 
 
 def _components(mask: np.ndarray, min_area: int):
     """Connected components (8-connectivity) of at least ``min_area`` pixels: (labels, stats, centroids, ids)
     with ids sorted by decreasing area."""
-    n, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     ids = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_area]
     ids.sort(key=lambda i: -stats[i, cv2.CC_STAT_AREA])
     return labels, stats, centroids, ids
@@ -58,7 +76,7 @@ def _to_workspace(u: float, v: float, width: int, height: int) -> np.ndarray:
 
 
 class PushDetector:
-    """Configurable detector; ``detect(frame)`` uses the defaults."""
+    """Configurable detector (``colour_threshold``, the task geometry in ``config``); ``detect`` uses defaults."""
 
     def __init__(self, colour_threshold: float = COLOUR_THRESHOLD, config: PushConfig | None = None):
         self.colour_threshold = float(colour_threshold)
@@ -72,63 +90,53 @@ class PushDetector:
         height, width = frame.shape[:2]
         px_per_unit = width / 2.0
         cfg = self.config
-        # Minimum component areas: a fraction of each object's full area, at least 2 pixels.
+        labels = label_frame(frame, self.colour_threshold)
+        # Minimum areas: a fraction of each object's full area in pixels.
         agent_area = math.pi * (cfg.agent_radius * px_per_unit) ** 2
         block_area = (2 * cfg.block_half * px_per_unit) ** 2
-        goal_area = (2 * cfg.goal_half * px_per_unit) ** 2
+        goal_side = 2 * cfg.goal_half * px_per_unit
 
         det = Detection()
-        det.agent = self._blob_centre(frame, AGENT_RGB, max(2, int(0.2 * agent_area)))
-        mask = _colour_mask(frame, BLOCK_RGB, self.colour_threshold)
-        labels, stats, _, ids = _components(mask, max(2, int(0.15 * block_area)))
+        _, _, centroids, ids = _components(labels == _LABELS.index("agent"), max(2, int(0.2 * agent_area)))
         if ids:
-            vs, us = np.nonzero(labels == ids[0])
-            det.block = _to_workspace(us.mean() + 0.5, vs.mean() + 0.5, width, height)
+            u, v = centroids[ids[0]]
+            det.agent = _to_workspace(u + 0.5, v + 0.5, width, height)
+        comp, _, centroids, ids = _components(labels == _LABELS.index("block"), max(2, int(0.15 * block_area)))
+        if ids:
+            u, v = centroids[ids[0]]
+            det.block = _to_workspace(u + 0.5, v + 0.5, width, height)
+            vs, us = np.nonzero(comp == ids[0])
             if len(us) >= 5:
                 (_, _), (_, _), angle = cv2.minAreaRect(np.stack([us, vs], 1).astype(np.float32))
                 det.block_angle = (math.radians(angle) + math.pi / 4) % (math.pi / 2) - math.pi / 4
         for colour in GOAL_COLOURS:
             det.goals[colour], det.goal_areas[colour] = self._goal_centre(
-                frame, GOAL_RGB[colour], max(2, int(0.1 * goal_area)), det.block
+                labels == _LABELS.index(colour), goal_side, det.block
             )
         return det
 
-    def _blob_centre(self, frame: np.ndarray, rgb: Sequence[int], min_area: int) -> np.ndarray | None:
-        mask = _colour_mask(frame, rgb, self.colour_threshold)
-        _, _, centroids, ids = _components(mask, min_area)
-        if not ids:
-            return None
-        u, v = centroids[ids[0]]
-        return _to_workspace(u + 0.5, v + 0.5, frame.shape[1], frame.shape[0])
-
-    def _goal_centre(
-        self, frame: np.ndarray, rgb: Sequence[int], min_area: int, occluder: np.ndarray | None
-    ) -> tuple[np.ndarray | None, int]:
-        """Centre of a goal from the bounding box of its largest component and the pieces nearby (the block may
-        cut it). Where the box is narrower than a goal, the block (with the agent) hides one side: the centre is
-        then read from the opposite, visible edge and the known goal size."""
-        height, width = frame.shape[:2]
-        side = 2 * self.config.goal_half * width / 2.0  # goal side in pixels
-        mask = _colour_mask(frame, rgb, self.colour_threshold)
-        _, stats, centroids, ids = _components(mask, max(2, min_area // 8))
-        if not ids or stats[ids[0], cv2.CC_STAT_AREA] < min_area:
+    def _goal_centre(self, mask: np.ndarray, side: float, occluder: np.ndarray | None) -> tuple[np.ndarray | None, int]:
+        """(centre, visible area) of one goal from its mask [H, W]; (None, 0) if less than 10% of it is seen."""
+        height, width = mask.shape
+        _, stats, _, ids = _components(mask, 2)
+        lo = hi = None
+        area = 0
+        for i in ids:  # largest first: grow the group while it fits in one goal
+            x0, y0, w, h, a = stats[i]
+            if lo is None:
+                lo, hi, area = np.array([x0, y0]), np.array([x0 + w, y0 + h]), int(a)
+                continue
+            new_lo, new_hi = np.minimum(lo, [x0, y0]), np.maximum(hi, [x0 + w, y0 + h])
+            if (new_hi - new_lo).max() <= side + _GROUP_SLACK:
+                lo, hi, area = new_lo, new_hi, area + int(a)
+        if lo is None or area < 0.1 * side * side:
             return None, 0
-        main = centroids[ids[0]]
-        keep = [i for i in ids if np.hypot(*(centroids[i] - main)) <= 0.8 * side]
-        lo = np.array([min(stats[i, cv2.CC_STAT_LEFT] for i in keep), min(stats[i, cv2.CC_STAT_TOP] for i in keep)])
-        hi = np.array(
-            [
-                max(stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH] for i in keep),
-                max(stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT] for i in keep),
-            ]
-        )
         centre = (lo + hi) / 2.0
         if occluder is not None:
             occ = (occluder + 1.0) * np.array([width, height]) / 2.0  # occluder centre in pixels
             for axis in range(2):
                 if hi[axis] - lo[axis] < side - _OCCLUSION_DEFICIT:
                     centre[axis] = lo[axis] + side / 2 if occ[axis] > centre[axis] else hi[axis] - side / 2
-        area = int(sum(stats[i, cv2.CC_STAT_AREA] for i in keep))
         return _to_workspace(centre[0], centre[1], width, height), area
 
 

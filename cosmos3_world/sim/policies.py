@@ -124,8 +124,8 @@ class ExpertPushPolicy(_Policy):
     """Approach behind the block (relative to the instructed goal) around it, then push it through to the goal.
 
     Skill knobs: ``noise`` (std of Gaussian noise on the targets), ``wrong_goal_prob`` (per episode, pursue another
-    goal), ``replan_every`` (chunks executed open-loop from one observation), ``random_prob`` (per chunk, act like
-    ``RandomPushPolicy`` instead), ``speed`` (fraction of the agent's top speed).
+    goal), ``replan_every`` (chunks executed open-loop from one observation), ``random_prob`` (per chunk, head for a
+    uniformly random target instead), ``speed`` (fraction of the agent's top speed).
     """
 
     def __init__(
@@ -246,9 +246,11 @@ class RandomPushPolicy(_Policy):
 
     def _act_one(self, slot: _Slot, pixels: np.ndarray, agent: np.ndarray, goal: str) -> np.ndarray:
         out = np.empty((self.chunk_size, 2), np.float32)
+        block: np.ndarray | None = None  # detected lazily, at most once per chunk
         for k in range(self.chunk_size):
             if slot.hold <= 0 or slot.target is None:
-                block = self.detector(pixels).block if self.block_bias > 0 else None
+                if block is None and self.block_bias > 0:
+                    block = self.detector(pixels).block
                 if block is not None and slot.rng.random() < self.block_bias:
                     slot.target = np.clip(block + slot.rng.normal(0.0, 0.3, size=2), -1, 1)
                 else:
@@ -262,14 +264,15 @@ class RandomPushPolicy(_Policy):
 def graded_policies(chunk_size: int = 4, seed: int = 0) -> dict[str, PushPolicy]:
     """Policies of clearly different skill, best first.
 
-    Success within ``MAX_CONTROL_STEPS`` (measured over 200 seeds, chunk_size 4): expert ~100%, expert_noisy ~90%,
-    expert_wrong_goal ~65%, expert_lazy ~40%, expert_sloppy ~10%, random ~1%.
+    Success within ``MAX_CONTROL_STEPS`` = 100 control steps, measured on the simulator over 200 seeds with
+    chunk_size 4: expert 100%, expert_noisy 81%, expert_wrong_goal 64%, expert_lazy 30%, expert_sloppy 10%,
+    random 1%.
     """
     return {
         "expert": ExpertPushPolicy(chunk_size, seed=seed),
-        "expert_noisy": ExpertPushPolicy(chunk_size, noise=0.08, seed=seed + 1),
-        "expert_wrong_goal": ExpertPushPolicy(chunk_size, noise=0.05, wrong_goal_prob=0.35, seed=seed + 2),
-        "expert_lazy": ExpertPushPolicy(chunk_size, noise=0.18, replan_every=4, seed=seed + 3),
+        "expert_noisy": ExpertPushPolicy(chunk_size, noise=0.1, seed=seed + 1),
+        "expert_wrong_goal": ExpertPushPolicy(chunk_size, noise=0.05, wrong_goal_prob=0.45, seed=seed + 2),
+        "expert_lazy": ExpertPushPolicy(chunk_size, noise=0.22, replan_every=4, seed=seed + 3),
         "expert_sloppy": ExpertPushPolicy(chunk_size, noise=0.18, random_prob=0.15, seed=seed + 4),
         "random": RandomPushPolicy(chunk_size, seed=seed + 5),
     }

@@ -33,7 +33,7 @@ import numpy as np
 # by colour distance even on blurry frames imagined by a world model.
 BACKGROUND_RGB: tuple[int, int, int] = (240, 240, 236)
 BLOCK_RGB: tuple[int, int, int] = (214, 40, 40)
-AGENT_RGB: tuple[int, int, int] = (72, 28, 112)
+AGENT_RGB: tuple[int, int, int] = (45, 25, 70)
 GOAL_RGB: dict[str, tuple[int, int, int]] = {
     "green": (60, 178, 80),
     "blue": (50, 110, 232),
