@@ -49,3 +49,20 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
+
+
+def _register_envs() -> None:
+    """Register the gym ids with string entry points: nothing heavy (torch, the engine) loads before gym.make."""
+    from gymnasium.envs.registration import register, registry
+
+    if "Cosmos3World-v0" not in registry:
+        register(
+            id="Cosmos3World-v0",
+            entry_point="cosmos3_world.envs.world_env:Cosmos3WorldEnv",
+            vector_entry_point="cosmos3_world.envs.vector_env:Cosmos3WorldVectorEnv",
+        )
+    if "Cosmos3PushSim-v0" not in registry:
+        register(id="Cosmos3PushSim-v0", entry_point="cosmos3_world.sim.env:PushSimEnv")
+
+
+_register_envs()
