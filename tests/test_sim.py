@@ -6,6 +6,7 @@ import ast
 import math
 from pathlib import Path
 
+import cv2
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -309,6 +310,23 @@ def test_geometric_and_pixel_success_agree():
         n_fail += not is_success(st, CFG)
     assert n_success > 50 and n_fail > 50
     assert goal_score(0.0, 0.1) == 1.0 and goal_score(5.0, 0.1) == 0.0
+
+
+def test_detector_robust_to_blur_and_noise():
+    """World-model frames are blurry and noisy: detection and the success decision must hold up."""
+    detector = PixelSuccessDetector()
+    rng = np.random.default_rng(0)
+    errors, decided = [], 0
+    for st in _near_goal_states(120, seed=1):
+        frame = cv2.GaussianBlur(render_state(st, CFG).astype(np.float32), (0, 0), 1.0)
+        frame = np.clip(frame + rng.normal(0, 8, frame.shape), 0, 255).astype(np.uint8)
+        det = detect(frame)
+        errors += [np.hypot(*(det.agent - st.agent)) * PX, np.hypot(*(det.block - st.block[:2])) * PX]
+        dist = goal_distance(st, CFG)
+        if abs(dist - CFG.tolerance) > 0.03:
+            decided += 1
+            assert detector(frame[None], st.task) == is_success(st, CFG), dist
+    assert max(errors) < 1.5 and decided > 80
 
 
 def test_pixel_success_on_env_chunks_matches_env():
