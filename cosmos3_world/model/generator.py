@@ -190,17 +190,17 @@ class Cosmos3Generator(nn.Module):
         """Packed generation tokens [N, H] for one step: projected latents plus timestep embeddings."""
         dtype = self.dtype
         x = torch.empty(plan.num_tokens, self.config.hidden_size, dtype=dtype, device=self.device)
-        x[plan.vision_rows] = self.proj_in(self.patchify(vision).to(dtype))
+        x[plan.vision_rows] = self.proj_in(self.patchify(vision).to(dtype)).to(dtype)  # .to: bf16 under autocast
         if len(plan.noisy_vision_rows):
             x[plan.noisy_vision_rows] += self.time_embedding(noisy_vision_t, dtype)
         if len(plan.sound_rows):
             s = torch.cat([t.permute(1, 0) for t, sp in zip(sound, plan.specs) if sp.sound_len]).to(dtype)  # [T, C]
-            x[plan.sound_rows] = self.audio_proj_in(s) + self.audio_modality_embed
+            x[plan.sound_rows] = (self.audio_proj_in(s) + self.audio_modality_embed).to(dtype)
             if len(plan.noisy_sound_rows):
                 x[plan.noisy_sound_rows] += self.time_embedding(noisy_sound_t, dtype)
         if len(plan.action_rows):
             a = torch.cat([t for t, sp in zip(action, plan.specs) if sp.action_len]).to(dtype)
-            x[plan.action_rows] = self.action_proj_in(a, plan.action_domains) + self.action_modality_embed
+            x[plan.action_rows] = (self.action_proj_in(a, plan.action_domains) + self.action_modality_embed).to(dtype)
             if len(plan.noisy_action_rows):
                 x[plan.noisy_action_rows] += self.time_embedding(noisy_action_t, dtype)
         return x
@@ -295,6 +295,23 @@ class Cosmos3Generator(nn.Module):
             sound, t[plan.noisy_sound_owner], action, t[plan.noisy_action_owner],
         )  # fmt: skip
         return self._decode_generation(plan, self._run_generation(plan, x))
+
+    # ------------------------------------------------------------------ training entries (autograd on)
+    def training_prefix(self, token_ids: Sequence[int] | torch.Tensor) -> PrefixKV:
+        """`encode_prefix` with autograd, so that training reaches the understanding pathway through the K/V."""
+        return Cosmos3Generator.encode_prefix.__wrapped__(self, token_ids)
+
+    def training_forward(
+        self,
+        plan: GenerationPlan,
+        vision: Sequence[torch.Tensor] | torch.Tensor,
+        timesteps: torch.Tensor | Sequence[float] | float,
+        sound: Sequence[torch.Tensor] | torch.Tensor | None = None,
+        action: Sequence[torch.Tensor] | torch.Tensor | None = None,
+    ) -> GeneratorOutput:
+        """`denoise_step` with autograd: the very same computation (the kernels take their plain PyTorch paths
+        under grad), so a trained model's inference equals what was trained."""
+        return Cosmos3Generator.denoise_step.__wrapped__(self, plan, vision, timesteps, sound, action)
 
     # ------------------------------------------------------------------ diffusers-compatible forward
     def forward(self, *args, **kwargs) -> GeneratorOutput | tuple:

@@ -86,7 +86,7 @@ class DomainAwareLinear(nn.Module):
         for d in torch.unique(domain_ids).tolist():
             rows = (domain_ids == d).nonzero().squeeze(1)
             weight = self.fc.weight[d].view(self.input_size, self.output_size)
-            out[rows] = torch.addmm(self.bias.weight[d], x[rows], weight)
+            out[rows] = torch.addmm(self.bias.weight[d], x[rows], weight).to(out.dtype)  # .to: autocast
         return out
 
 

@@ -80,7 +80,7 @@ class AttentionLayout:
         out = q.new_empty(self.num_tokens, heads * d)
         for bucket in self.buckets:
             rows = bucket.rows
-            out[rows] = self._attend_bucket(bucket, q[rows], k[rows], v[rows], layer_idx, group)
+            out[rows] = self._attend_bucket(bucket, q[rows], k[rows], v[rows], layer_idx, group).to(out.dtype)
         return out
 
     def _attend_bucket(self, bucket: _Bucket, q, k, v, layer_idx: int, group: int) -> torch.Tensor:

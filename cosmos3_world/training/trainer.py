@@ -1,0 +1,468 @@
+"""Flow-matching training of the Cosmos3 generator on push-simulator episodes (forward, policy, inverse modes).
+
+Every example is a window laid out as the engine lays out a chunk (see `data.py`), noised with the sampler's
+convention x_t = (1 - sigma) x0 + sigma noise at timestep sigma * 1000, and the loss is the MSE between the
+generator's velocity and noise - x0 at the noisy positions. The forward is the generator's own `training_forward`
+(the inference computation with autograd), so the trained weights run unchanged through `WorldModel`.
+
+A run directory holds `base/` (the bundle the run starts from: codec, tokenizer, scheduler, initial weights),
+`checkpoint/` (model/ and ema/ in the published transformer layout, plus trainer_state.pt with the optimizer and
+step), `bundle/` (the latest EMA export, a complete bundle), `log.jsonl` and `loss.png`. Batches and noise are
+drawn from generators seeded by (seed, step), so a resumed run continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..codecs import load_codec
+from ..engine.embodiments import get_embodiment, prepare_actions
+from ..engine.prompts import PromptEncoder, load_tokenizer
+from ..model import Cosmos3Generator, GenerationSpec
+from .data import MODES, EpisodeStore, Window, WindowSampler
+
+# The embedded world's generator: ~4M parameters, 16 tokens per 64x64 frame (16x16x48 latents, 4x4 patches:
+# 16x16-pixel tokens, 4x fewer than 2x2 patches, which is what makes an hour of 2-core training enough).
+EMBEDDED_MODEL_CONFIG: dict[str, Any] = dict(
+    hidden_size=192, num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2, head_dim=32,
+    intermediate_size=512, rope_axes_dim=[6, 5, 5], vocab_size=640, latent_channel=48, latent_patch_size=4,
+    patch_latent_dim=768, action_gen=True, action_dim=16, num_embodiment_domains=32,
+)  # fmt: skip
+
+EMBODIMENT = "pusht"
+DEFAULTS_KEY = "_cosmos3_world"  # model_index.json entry holding the bundle's rollout defaults (diffusers skips "_")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved with each checkpoint."""
+
+    data: list[str] = field(default_factory=list)  # dataset directories (sim.dataset format)
+    run_dir: str = "/work/runs/embedded"
+    model: dict[str, Any] = field(default_factory=lambda: dict(EMBEDDED_MODEL_CONFIG))
+    batch_size: int = 16
+    chunk_size: int = 4  # new frames (= actions) per chunk, as World.chunk_size
+    history: int = 2  # latent frames of context, as World.history
+    history_probs: tuple[float, ...] = (0.3, 0.7)  # P(k history latent frames), k = 1 .. history
+    mode_probs: tuple[float, float, float] = (0.5, 0.25, 0.25)  # forward, policy, inverse
+    uncond_prob: float = 0.15  # instruction replaced by the negative prompt (for classifier-free guidance)
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    total_steps: int = 2000  # cosine schedule length; training stops here
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.995
+    sigma_shift: float = 3.0  # sigma = shift u / (1 + (shift - 1) u), u logit-normal: weights the noisy end
+    action_weight: float = 1.0
+    bf16: bool = True  # bfloat16 autocast on CPU
+    seed: int = 0
+    threads: int = 2
+    checkpoint_minutes: float = 5.0
+    log_every: int = 10
+    max_episodes: int | None = None
+    max_minutes: float | None = None  # stop (with a checkpoint) after this much wall clock in this process
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: tuple(v) if isinstance(v, list) and k.endswith("probs") else v
+                      for k, v in d.items() if k in known})  # fmt: skip
+
+
+def _shifted_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
+    return shift * u / (1 + (shift - 1) * u)
+
+
+def write_base_bundle(directory: str | Path, model_config: dict[str, Any], seed: int = 0) -> Path:
+    """A bundle in the published layout with freshly initialised weights of `model_config` (the run's start)."""
+    from ..testing.tiny import build_tiny_bundle
+
+    root = build_tiny_bundle(directory, codec="space_to_depth", seed=seed, **model_config)
+    # The per-domain action tables are embeddings (N(0, 1) init): scale them like linear layers instead.
+    model = Cosmos3Generator.from_pretrained(root, subfolder="transformer")
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for proj, std in ((model.action_proj_in, model.config.action_dim**-0.5), (model.action_proj_out, 0.02)):
+            proj.fc.weight.copy_(torch.randn(proj.fc.weight.shape, generator=g) * std)
+            proj.bias.weight.zero_()
+    model.save_pretrained(root / "transformer")
+    return root
+
+
+class Trainer:
+    """Model, EMA, optimizer and the loss over the three modes. Create, then `train_step` / `save` / `export`."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = cfg = config
+        torch.set_num_threads(cfg.threads)
+        self.run_dir = Path(cfg.run_dir)
+        base = self.run_dir / "base"
+        if not (base / "model_index.json").is_file():
+            write_base_bundle(base, cfg.model, seed=cfg.seed)
+        self.base = base
+        self.model = (
+            Cosmos3Generator.from_pretrained(base, subfolder="transformer").float().train().requires_grad_(True)
+        )
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.codec = load_codec(base, subfolder="vae")
+        self.prompts = PromptEncoder(load_tokenizer(str(base), subfolder="text_tokenizer"))
+        self.embodiment = get_embodiment(EMBODIMENT)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay
+        )
+        self.step = 0
+        self._prompt_cache: dict[tuple[str, int], list[int]] = {}
+
+    # ------------------------------------------------------------------ layout of one window
+    def prompt_ids(self, instruction: str | None, num_frames: int) -> list[int]:
+        """The engine's prompt for a chunk of `num_frames` frames (None: the negative prompt, "" as the engine's)."""
+        key = (instruction, num_frames)
+        if key not in self._prompt_cache:
+            emb = self.embodiment
+            if instruction is None:
+                ids = self.prompts.negative_prompt_ids("", image=num_frames == 1)
+            else:
+                h, w = 64, 64
+                ids = self.prompts.action_prompt_ids(instruction, view_point=emb.view_point, num_frames=num_frames,
+                                                     fps=float(emb.control_hz), height=h, width=w)  # fmt: skip
+            self._prompt_cache[key] = list(ids)
+        return self._prompt_cache[key]
+
+    def encode_frames(self, frames: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """uint8 [T, H, W, 3] clips -> latents [C, T, h, w] (clips of equal length batched)."""
+        out: list[torch.Tensor | None] = [None] * len(frames)
+        groups: dict[int, list[int]] = {}
+        for i, f in enumerate(frames):
+            groups.setdefault(len(f), []).append(i)
+        for idx in groups.values():
+            px = torch.from_numpy(np.stack([frames[i] for i in idx])).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+            for i, z in zip(idx, self.codec.encode(px)):
+                out[i] = z
+        return out
+
+    # ------------------------------------------------------------------ loss
+    def batch_loss(
+        self, windows: list[Window], g: torch.Generator, rng: np.random.Generator, model: Cosmos3Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Flow-matching loss of a batch of windows; noise, sigmas and instruction dropout drawn from g / rng."""
+        cfg, gen = self.config, model or self.model
+        emb, d = self.embodiment, gen.config.action_dim
+        b = len(windows)
+        x0 = self.encode_frames([w.frames for w in windows])
+        u = torch.sigmoid(torch.randn(b, generator=g))
+        sigma = _shifted_sigmas(u, cfg.sigma_shift)  # [B]
+        drop = rng.random(b) < cfg.uncond_prob
+        vision, actions, targets, prefixes = [], [], [], {}
+        specs = []
+        for i, w in enumerate(windows):
+            s = float(sigma[i])
+            z = x0[i]  # [C, T, h, w]
+            n = torch.randn(z.shape, generator=g)
+            nz = list(w.vision_noisy)
+            v_in = z.clone()
+            v_in[:, nz] = (1 - s) * z[:, nz] + s * n[:, nz]
+            a0 = prepare_actions(w.actions, emb, d)  # [A, d], zero-padded beyond the raw 2
+            an = torch.randn(a0.shape, generator=g)
+            an[:, emb.action_dim :] = 0
+            na = list(w.action_noisy)
+            a_in = a0.clone()
+            a_in[na] = (1 - s) * a0[na] + s * an[na]
+            vision.append(v_in)
+            actions.append(a_in)
+            targets.append(((n - z)[:, nz], (an - a0)[na, : emb.action_dim]))
+            ids = tuple(self.prompt_ids(None if drop[i] else w.instruction, len(w.frames)))
+            prefixes.setdefault(ids, None)
+            specs.append((ids, z.shape, w, nz, na))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            for ids in prefixes:
+                prefixes[ids] = gen.training_prefix(list(ids))
+            plan = gen.plan([
+                GenerationSpec(prefix=prefixes[ids], vision_shape=tuple(shape[1:]), vision_noisy=tuple(nz),
+                               fps=float(emb.control_hz), action_len=len(w.actions), action_noisy=tuple(na),
+                               domain_id=emb.domain_id)
+                for ids, shape, w, nz, na in specs
+            ])  # fmt: skip
+            out = gen.training_forward(plan, vision, sigma * 1000.0, action=actions)
+        v_err, v_cnt, a_err, a_cnt = 0.0, 0, 0.0, 0
+        per_mode: dict[str, list[float]] = {m: [] for m in MODES}
+        for i, (w, (tv, ta)) in enumerate(zip(windows, targets)):
+            ex = 0.0
+            if tv.numel():
+                e = (out.sample[i][:, list(w.vision_noisy)].float() - tv).pow(2).sum()
+                v_err, v_cnt = v_err + e, v_cnt + tv.numel()
+                ex += float(e.detach()) / tv.numel()
+            if ta.numel():
+                e = (out.action[i][list(w.action_noisy), : emb.action_dim].float() - ta).pow(2).sum()
+                a_err, a_cnt = a_err + e, a_cnt + ta.numel()
+                ex += cfg.action_weight * float(e.detach()) / ta.numel()
+            per_mode[w.mode].append(ex)
+        v_loss = v_err / max(v_cnt, 1)
+        a_loss = a_err / max(a_cnt, 1)
+        loss = v_loss + cfg.action_weight * a_loss
+        stats = {"loss": float(loss), "vision": float(v_loss), "action": float(a_loss)}
+        stats.update({f"loss_{m}": float(np.mean(v)) for m, v in per_mode.items() if v})
+        return loss, stats
+
+    # ------------------------------------------------------------------ optimisation
+    def lr_at(self, step: int) -> float:
+        cfg = self.config
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps))
+        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+    def step_generators(self, step: int) -> tuple[np.random.Generator, torch.Generator]:
+        """Per-step random streams: resuming at step s draws exactly what an uninterrupted run would."""
+        seed = self.config.seed
+        return np.random.default_rng([seed, step]), torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+    def train_step(self, sampler: WindowSampler) -> dict[str, float]:
+        cfg = self.config
+        rng, g = self.step_generators(self.step)
+        windows = sampler.sample(rng, cfg.batch_size)
+        lr = self.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss, stats = self.batch_loss(windows, g, rng)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self._update_ema()
+        self.step += 1
+        stats.update(step=self.step, lr=lr, grad_norm=float(grad_norm))
+        return stats
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        ema = [p for p in self.ema.parameters()]
+        src = [p.detach() for p in self.model.parameters()]
+        torch._foreach_lerp_(ema, src, 1 - decay)
+
+    # ------------------------------------------------------------------ checkpoints and export
+    def save(self, directory: str | Path | None = None) -> Path:
+        """model/ and ema/ (published transformer layout) + trainer_state.pt; written aside, then swapped in."""
+        final = Path(directory or self.run_dir / "checkpoint")
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp / "model")
+        self.ema.save_pretrained(tmp / "ema")
+        torch.save({"optimizer": self.optimizer.state_dict(), "step": self.step, "config": asdict(self.config)},
+                   tmp / "trainer_state.pt")  # fmt: skip
+        old = final.with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load(self, directory: str | Path | None = None) -> None:
+        """Restore model, EMA, optimizer and step from a `save` directory."""
+        src = Path(directory or self.run_dir / "checkpoint")
+        for module, sub in ((self.model, "model"), (self.ema, "ema")):
+            loaded = Cosmos3Generator.from_pretrained(src, subfolder=sub)
+            with torch.no_grad():
+                for dst, val in zip(module.state_dict().values(), loaded.state_dict().values()):
+                    dst.copy_(val)
+        state = torch.load(src / "trainer_state.pt", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+
+    def export(self, directory: str | Path, ema: bool = True, sampler: dict[str, Any] | None = None) -> Path:
+        """A complete bundle (published layout) with the EMA (or raw) weights and the rollout defaults."""
+        return export_bundle(self.ema if ema else self.model, self.base, directory, self.config, sampler=sampler)
+
+
+def export_bundle(
+    model: Cosmos3Generator,
+    base: str | Path,
+    directory: str | Path,
+    config: TrainConfig,
+    sampler: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Copy `base`'s codec, tokenizer and scheduler, save `model` as transformer/, declare the defaults."""
+    base, out = Path(base), Path(directory)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for sub in ("vae", "text_tokenizer", "scheduler"):
+        shutil.copytree(base / sub, tmp / sub)
+    model = copy.deepcopy(model).to(dtype) if dtype != torch.float32 else model
+    model.save_pretrained(tmp / "transformer")
+    index = json.loads((base / "model_index.json").read_text())
+    from ..sim.push import TASKS
+
+    index[DEFAULTS_KEY] = {
+        "embodiment": EMBODIMENT,
+        "chunk_size": config.chunk_size,
+        "history": config.history,
+        "image_size": 64,
+        "instructions": list(TASKS),
+        "sampler": sampler or DEFAULT_SAMPLER,
+    }
+    (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+# Sampler settings for the embedded world (chosen with bench/fidelity.py --sweep).
+DEFAULT_SAMPLER: dict[str, Any] = {"num_steps": 4, "solver": "euler", "guidance_scale": 1.0}
+
+
+def bundle_defaults(bundle: str | Path) -> dict[str, Any]:
+    """The rollout defaults a bundle declares in model_index.json (empty if none)."""
+    index = json.loads((Path(bundle) / "model_index.json").read_text())
+    return dict(index.get(DEFAULTS_KEY, {}))
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop
+# ---------------------------------------------------------------------------------------------
+
+
+def plot_losses(log_path: str | Path, png_path: str | Path) -> None:
+    """Loss curve (raw and smoothed, per mode) from log.jsonl -> PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    steps = np.array([r["step"] for r in rows])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for key in ("loss", *(f"loss_{m}" for m in MODES)):
+        y = np.array([r.get(key, np.nan) for r in rows], dtype=float)
+        k = max(1, len(y) // 50)
+        smooth = np.convolve(np.nan_to_num(y, nan=np.nanmean(y)), np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1 :], smooth, label=key, lw=1.5 if key == "loss" else 1.0)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("flow-matching MSE")
+    ax.set_title("embedded world training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Trainer:
+    """Run (or resume) training until `total_steps` or `max_minutes`; checkpoints, exports and plots as it goes."""
+    run = Path(config.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    if resume and (run / "checkpoint" / "trainer_state.pt").is_file():
+        saved = torch.load(run / "checkpoint" / "trainer_state.pt", weights_only=False)["config"]
+        keep = {k: v for k, v in asdict(config).items() if k in ("total_steps", "max_minutes", "checkpoint_minutes",
+                                                                   "threads", "log_every")}  # fmt: skip
+        config = TrainConfig.from_dict({**saved, **keep})
+        trainer = Trainer(config)
+        trainer.load()
+    else:
+        trainer = Trainer(config)
+    (run / "config.json").write_text(json.dumps(asdict(config), indent=1))
+    store = EpisodeStore(config.data, max_episodes=config.max_episodes, progress=progress)
+    sampler = WindowSampler(store, chunk=config.chunk_size, history_probs=config.history_probs[: config.history],
+                            mode_probs=config.mode_probs)  # fmt: skip
+    log = (run / "log.jsonl").open("a")
+    start = last_ckpt = time.time()
+    bar = tqdm(total=config.total_steps, initial=trainer.step, desc="train", disable=not progress, mininterval=5)
+    recent: list[float] = []
+    try:
+        while trainer.step < config.total_steps:
+            t0 = time.time()
+            stats = trainer.train_step(sampler)
+            stats["sec"] = time.time() - t0
+            recent.append(stats["loss"])
+            if trainer.step % config.log_every == 0:
+                log.write(json.dumps(stats) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{np.mean(recent):.4f}", lr=f"{stats['lr']:.1e}", s=f"{stats['sec']:.2f}")
+                recent = []
+            bar.update(1)
+            now = time.time()
+            out_of_time = config.max_minutes is not None and now - start > 60 * config.max_minutes
+            if now - last_ckpt > 60 * config.checkpoint_minutes or out_of_time:
+                _checkpoint(trainer, run)
+                last_ckpt = now
+            if out_of_time:
+                break
+    finally:
+        log.close()
+        bar.close()
+    _checkpoint(trainer, run)
+    return trainer
+
+
+def _checkpoint(trainer: Trainer, run: Path) -> None:
+    trainer.save()
+    trainer.export(run / "bundle")
+    plot_losses(run / "log.jsonl", run / "loss.png")
+    with (run / "checkpoints.txt").open("a") as f:
+        f.write(f"{time.strftime('%H:%M:%S')} step {trainer.step}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m cosmos3_world.training.trainer --data DIR ... --run-dir DIR [--resume]`."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    add_train_arguments(p)
+    args = p.parse_args(argv)
+    run_from_args(args)
+
+
+def add_train_arguments(p: Any) -> None:
+    d = TrainConfig()
+    p.add_argument("--data", nargs="+", required=True, help="dataset directories written by `collect`")
+    p.add_argument("--run-dir", default=d.run_dir, help="run directory (keep it outside git)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint")
+    p.add_argument("--steps", type=int, default=d.total_steps, help="total optimizer steps (cosine schedule)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--chunk-size", type=int, default=d.chunk_size)
+    p.add_argument("--history", type=int, default=d.history)
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--checkpoint-minutes", type=float, default=d.checkpoint_minutes)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall clock")
+    p.add_argument("--max-episodes", type=int, default=None)
+    p.add_argument("--no-bf16", action="store_true", help="train in float32")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--model", type=json.loads, default=None, help="generator config overrides as JSON")
+
+
+def run_from_args(args: Any) -> Trainer:
+    model = {**EMBEDDED_MODEL_CONFIG, **(args.model or {})}
+    cfg = TrainConfig(
+        data=list(args.data), run_dir=str(args.run_dir), model=model, batch_size=args.batch_size, lr=args.lr,
+        chunk_size=args.chunk_size, history=args.history, total_steps=args.steps, threads=args.threads,
+        checkpoint_minutes=args.checkpoint_minutes, max_minutes=args.max_minutes, max_episodes=args.max_episodes,
+        bf16=not args.no_bf16, seed=args.seed,
+    )  # fmt: skip
+    os.makedirs(cfg.run_dir, exist_ok=True)
+    trainer = train(cfg, resume=args.resume)
+    print(f"step {trainer.step}; EMA bundle at {Path(cfg.run_dir) / 'bundle'}")
+    return trainer
+
+
+if __name__ == "__main__":
+    main()
