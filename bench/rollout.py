@@ -66,7 +66,7 @@ def reference_rollout(pipe, image: np.ndarray, chunks: int, steps: int, guidance
 
 def our_rollout(wm: WorldModel, batch: int, chunks: int, seed: int) -> float:
     worlds = [wm.reset(demo_image(SIZE, SIZE, seed=b), INSTRUCTION, EMBODIMENT, seed=seed + b, chunk_size=CHUNK,
-                       fps=FPS, view_point="third_person_view") for b in range(batch)]  # fmt: skip
+                       tier=256, fps=FPS, view_point="third_person_view") for b in range(batch)]  # fmt: skip
     start = time.perf_counter()
     for c in range(chunks):
         wm.step(worlds, [demo_actions(c, CHUNK, 10)] * batch)
@@ -103,8 +103,10 @@ def main() -> None:
         for name in ("encode", "decode"):
             watches[key].wrap(wm.codec, name)
 
-    runs = [("reference pipeline, B=1", lambda: reference_rollout(pipe, image, args.chunks, args.steps, args.guidance, 0),
-             ref_vae, 1)]  # fmt: skip
+    def ref_run():
+        return reference_rollout(pipe, image, args.chunks, args.steps, args.guidance, 0)
+
+    runs = [("reference pipeline, B=1", ref_run, ref_vae, 1)]
     for key, wm in models.items():
         for b in (1, args.batch):
             run = lambda wm=wm, b=b: our_rollout(wm, b, args.chunks, 0)  # noqa: E731

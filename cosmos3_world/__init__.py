@@ -27,7 +27,7 @@ _EXPORTS: dict[str, str] = {
         "cosmos3_world.engine.embodiments",
     ),
     **dict.fromkeys(
-        ["PromptEncoder", "action_caption", "load_tokenizer", "resolution_for_tier"], "cosmos3_world.engine.prompts"
+        ["PromptEncoder", "action_caption", "load_tokenizer"], "cosmos3_world.engine.prompts"
     ),
     **dict.fromkeys(["FlowSampler", "SamplerConfig"], "cosmos3_world.engine.sampler"),
     **dict.fromkeys(["ChunkResult", "World", "WorldModel"], "cosmos3_world.engine.world"),

@@ -184,3 +184,32 @@ def test_compiled_generation_matches_eager():
     ours.compile_generation()
     compiled = ours.denoise_step(plan, [v, v], 300.0, action=[a, a])
     assert rel(compiled.sample[0], eager.sample[0]) <= TOL and rel(compiled.action[1], eager.action[1]) <= TOL
+
+
+def test_prefix_cache_never_serves_stale_keys_after_the_weights_change():
+    """A cache filled before a reload, an in-place update, a dtype change or a device move re-encodes."""
+    ours, _ = model_pair(seed=3)
+    cache = PrefixCache(ours)
+    ids = list(range(5, 30))
+
+    def fresh_keys() -> torch.Tensor:
+        return ours.encode_prefix(ids).keys[-1]
+
+    assert torch.equal(cache.get(ids).keys[-1], fresh_keys()) and cache.stats.misses == 1
+    assert cache.get(ids) is cache.get(ids)  # unchanged weights: a hit
+    state = {k: v.clone() for k, v in ours.state_dict().items()}
+    state["layers.0.self_attn.to_k.weight"].mul_(1.5)
+    ours.load_state_dict(state)  # a reload
+    assert torch.equal(cache.get(ids).keys[-1], fresh_keys()) and cache.stats.misses == 2
+    with torch.no_grad():
+        ours.layers[0].mlp.up_proj.weight.add_(0.1)  # an optimizer-style in-place update
+    assert torch.equal(cache.get(ids).keys[-1], fresh_keys()) and cache.stats.misses == 3
+    ours.to(torch.bfloat16)  # a dtype change
+    assert cache.get(ids).keys[-1].dtype == torch.bfloat16 and cache.stats.misses == 4
+    ours.to(torch.float32).to("cpu")  # back, and a device move (the same device here: still re-encoded)
+    assert torch.equal(cache.get(ids).keys[-1], fresh_keys()) and cache.stats.misses >= 5
+    with torch.no_grad():
+        ours.layers[-1].self_attn.add_q_proj.weight.add_(0.1)  # generation-pathway weights do not touch the prefix
+    before = cache.stats.misses
+    cache.get(ids)
+    assert cache.stats.misses == before

@@ -7,10 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 from diffusers.pipelines.cosmos import pipeline_cosmos3_omni as ref
-from diffusers.video_processor import VideoProcessor
 
 from cosmos3_world.engine.prompts import (
-    RESOLUTION_TIERS,
     SYSTEM_PROMPT_IMAGE,
     SYSTEM_PROMPT_VIDEO,
     VIEW_POINT_FRAMING,
@@ -18,7 +16,6 @@ from cosmos3_world.engine.prompts import (
     action_caption,
     check_length,
     load_tokenizer,
-    resolution_for_tier,
 )
 from cosmos3_world.testing import TINY_SPECIAL_TOKENS, build_tiny_tokenizer
 
@@ -47,9 +44,6 @@ def test_constants_match_reference():
     assert SYSTEM_PROMPT_VIDEO == ref._SYSTEM_PROMPT_VIDEO
     assert SYSTEM_PROMPT_IMAGE == ref._SYSTEM_PROMPT_IMAGE
     assert dict(VIEW_POINT_FRAMING) == ref._ACTION_VIEWPOINT_TEMPLATES
-    assert {int(k): tuple(v.values()) for k, v in ref._ACTION_RESOLUTION_BINS.items()} == dict(RESOLUTION_TIERS)
-    for key, canvases in ref._ACTION_RESOLUTION_BINS.items():
-        assert all(float(ratio) == h / w for ratio, (h, w) in canvases.items()), key
 
 
 @pytest.mark.parametrize("instruction, view_point, num_frames, fps, height, width", CAPTION_CASES)
@@ -83,22 +77,6 @@ def test_action_caption_rejects_bad_arguments(kwargs, match):
     args = dict(view_point="ego_view", num_frames=17, fps=24.0, height=256, width=256) | kwargs
     with pytest.raises(ValueError, match=match):
         action_caption("Push the T block", **args)
-
-
-@pytest.mark.parametrize("tier", sorted(RESOLUTION_TIERS))
-def test_resolution_for_tier_matches_reference_rule(tier):
-    bins = ref._ACTION_RESOLUTION_BINS[str(tier)]
-    for height, width in SOURCE_SIZES:
-        assert resolution_for_tier(tier, height, width) == VideoProcessor.classify_height_width_bin(
-            height, width, ratios=bins
-        )
-
-
-def test_resolution_for_tier_rejects_unknown_tier():
-    with pytest.raises(ValueError, match=r"\[256, 480, 704, 720\]"):
-        resolution_for_tier(512, 480, 640)
-    with pytest.raises(ValueError, match="tier"):
-        resolution_for_tier("480", 480, 640)
 
 
 def test_tiny_tokenizer_is_real_deterministic_and_reloadable(tokenizer, tmp_path):

@@ -46,7 +46,14 @@ def test_one_chunk_matches_the_reference_pipeline(mode, wan_bundle, reference_pi
     )
     wm = WorldModel.from_pretrained(wan_bundle, sampler=STEPS)
     world = wm.reset(
-        img, "put the cup on the plate", "droid_lerobot", seed=5, chunk_size=8, fps=15.0, view_point="wrist_view"
+        img,
+        "put the cup on the plate",
+        "droid_lerobot",
+        seed=5,
+        chunk_size=8,
+        fps=15.0,
+        view_point="wrist_view",
+        tier=256,
     )
     result = world.step(actions) if mode == "forward_dynamics" else world.predict()
     assert result.latents.shape == expected.video[0].shape == (48, 3, 16, 16)
@@ -55,6 +62,39 @@ def test_one_chunk_matches_the_reference_pipeline(mode, wan_bundle, reference_pi
     if mode == "policy":
         assert result.actions.shape == (8, 10)
         assert rel(result.actions, expected.action[0]) <= 1e-4
+
+
+@pytest.mark.parametrize("mode", ["forward_dynamics", "policy"])
+@pytest.mark.parametrize("size", [(480, 640), (200, 330)])
+def test_frames_off_the_canvas_are_conditioned_as_the_reference_does(mode, size, wan_bundle, reference_pipeline):
+    """480x640 is downscaled into tier 256's 256x320 canvas and reflect-padded; 200x330 is snapped to 192x320.
+    Both are captioned with the canvas, encoded padded, and cropped to the content's latents."""
+    from diffusers.pipelines.cosmos.pipeline_cosmos3_omni import CosmosActionCondition
+
+    img = demo_image(*size, seed=2)
+    actions = torch.randn(4, 10, generator=torch.Generator().manual_seed(1))
+    condition = CosmosActionCondition(
+        mode=mode, chunk_size=4, domain_name="droid_lerobot", resolution_tier=256,
+        image=torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0,
+        raw_actions=actions if mode == "forward_dynamics" else None, view_point="wrist_view",
+    )  # fmt: skip
+    expected = reference_pipeline(
+        "fold the towel", action=condition, num_inference_steps=2, guidance_scale=3.0, fps=15.0,
+        generator=torch.Generator().manual_seed(2), output_type="latent",
+    )  # fmt: skip
+    wm = WorldModel.from_pretrained(wan_bundle, sampler=SamplerConfig(num_steps=2, guidance_scale=3.0))
+    world = wm.reset(img, "fold the towel", "droid_lerobot", seed=2, chunk_size=4, fps=15.0, view_point="wrist_view",
+                     tier=256)  # fmt: skip
+    content = {(480, 640): (240, 320), (200, 330): (192, 320)}[size]
+    assert (world.canvas.height, world.canvas.width) == {(480, 640): (256, 320), (200, 330): (192, 320)}[size]
+    assert world.frame_shape == (*content, 3)
+    result = world.step(actions) if mode == "forward_dynamics" else world.predict()
+    assert result.latents.shape == expected.video[0].shape == (48, 2, content[0] // 16, content[1] // 16)
+    assert rel(result.latents, expected.video[0]) <= 1e-4
+    assert result.frames.shape == (4, *content, 3)
+    if mode == "policy":
+        assert rel(result.actions, expected.action[0]) <= 1e-4
+    assert world.step(actions).frames.shape == (4, *content, 3)  # later chunks stay at the content size
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +237,14 @@ def test_bad_resets_give_clear_errors(wm):
         (dict(image=img.astype(np.int32)), "uint8 or float"),
         (dict(image=img / 255.0 * 2), r"floats must lie in \[0, 1\]"),
         (dict(image=np.full((64, 64, 3), np.nan)), "NaN"),
-        (dict(image=img[:62]), "multiples of 4"),
+        (dict(image=img[:62]), "multiples of the codec's spatial factor 4"),
+        (dict(image=img[:2, :2], tier=256), "too small for a codec with spatial factor 4"),
+        (dict(image=img, tier=512), r"tier must be one of \[256, 480, 704, 720\] or None"),
+        (dict(image=img, seed="abc"), "seed must be an int"),
+        (dict(image=img, seed=-1), "seed must be an int"),
+        (dict(image=img, fps="fast"), "fps must be a positive number"),
+        (dict(image=img, view_point="top"), "view_point must be one of"),
+        (dict(image=img, instruction=3), "instruction must be a str"),
         (dict(image=img, embodiment="not_a_robot"), "not_a_robot"),
         (dict(image=img, embodiment="libero"), "register"),
         (dict(image=img, chunk_size=0), "chunk_size"),
@@ -207,7 +254,33 @@ def test_bad_resets_give_clear_errors(wm):
     for kwargs, message in cases:
         kwargs.setdefault("embodiment", "bridge_orig_lerobot")
         with pytest.raises((ValueError, KeyError), match=message):
-            wm.reset(instruction="x", seed=0, **kwargs)
+            wm.reset(**{"instruction": "x", "seed": 0, **kwargs})
+
+
+def test_a_failed_in_place_reset_leaves_the_world_unchanged(tiny_bundle):
+    wm = WorldModel.from_pretrained(tiny_bundle, max_prompt_tokens=200, sampler=STEPS)
+    world = wm.reset(demo_image(seed=1), "stack", "bridge_orig_lerobot", seed=1, chunk_size=4)
+    twin = wm.reset(demo_image(seed=1), "stack", "bridge_orig_lerobot", seed=1, chunk_size=4)
+    act = np.full((4, 10), 0.2, np.float32)
+    world.step(act), twin.step(act)
+    with pytest.raises(ValueError, match="instruction prompt is"):
+        wm.reset(demo_image(seed=2), "far too long " * 60, "bridge_orig_lerobot", seed=2, world=world)
+    assert world.instruction == "stack" and world.num_chunks == 1
+    assert np.array_equal(world.step(act).frames, twin.step(act).frames)
+
+
+def test_the_same_world_twice_in_one_step_is_rejected(wm):
+    world = wm.reset(demo_image(), "x", "bridge_orig_lerobot", seed=0, chunk_size=4)
+    with pytest.raises(ValueError, match="same World more than once"):
+        wm.step([world, world], [np.zeros((4, 10))] * 2)
+    assert world.num_chunks == 0
+
+
+def test_dtype_names_are_checked(tiny_bundle):
+    with pytest.raises(ValueError, match=r"torch_dtype must be a floating torch dtype or one of .*'bf16'"):
+        WorldModel.from_pretrained(tiny_bundle, torch_dtype="bf16")
+    with pytest.raises(ValueError, match="codec_dtype must be"):
+        WorldModel.from_pretrained(tiny_bundle, codec_dtype=torch.int8)
 
 
 def test_prompt_longer_than_the_model_accepts(tiny_bundle):

@@ -10,7 +10,7 @@ from .embodiments import (
     register_embodiment,
     unnormalize_actions,
 )
-from .prompts import PromptEncoder, action_caption, load_tokenizer, resolution_for_tier
+from .prompts import PromptEncoder, action_caption, load_tokenizer
 from .sampler import FlowSampler, SamplerConfig
 from .world import ChunkResult, World, WorldModel
 
@@ -29,6 +29,5 @@ __all__ = [
     "load_tokenizer",
     "prepare_actions",
     "register_embodiment",
-    "resolution_for_tier",
     "unnormalize_actions",
 ]

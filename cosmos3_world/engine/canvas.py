@@ -52,7 +52,7 @@ def _check_positive_int(value: Any, name: str) -> int:
 class Canvas:
     """Where a frame sits in the canvas the model is conditioned on, and which latents cover it."""
 
-    tier: int  # the resolution tier the canvas was picked from
+    tier: int | None  # the resolution tier the canvas was picked from (None: native, the frame as it is)
     spatial_factor: int  # the codec's pixels per latent, per side
     source_height: int  # the frame as given
     source_width: int
@@ -165,6 +165,25 @@ def plan_canvas(height: int, width: int, tier: int, spatial_factor: int) -> Canv
         content_height=content_height,
         content_width=content_width,
     )
+
+
+def native_canvas(height: int, width: int, spatial_factor: int) -> Canvas:
+    """No canvas: the frame is encoded and captioned at its own size (models trained on native frames)."""
+    spatial_factor = _check_positive_int(spatial_factor, "spatial_factor")
+    height, width = _check_positive_int(height, "height"), _check_positive_int(width, "width")
+    if height % spatial_factor or width % spatial_factor:
+        raise ValueError(
+            f"with tier=None (native size) frames must be multiples of the codec's spatial factor {spatial_factor}, "
+            f"got {height}x{width} (HxW); pass a resolution tier to resize and pad them as the reference does."
+        )
+    return Canvas(None, spatial_factor, height, width, height, width, height, width, height, width)
+
+
+def make_canvas(height: int, width: int, tier: int | None, spatial_factor: int) -> Canvas:
+    """`plan_canvas` for a tier, `native_canvas` for tier None."""
+    if tier is None:
+        return native_canvas(height, width, spatial_factor)
+    return plan_canvas(height, width, tier, spatial_factor)
 
 
 def to_canvas(pixels: torch.Tensor, canvas: Canvas) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Prompts for Cosmos3: the action-mode JSON caption, resolution tiers, and prompt token ids.
+"""Prompts for Cosmos3: the action-mode JSON caption and prompt token ids.
 
 Cosmos3 has no separate text encoder: the transformer reads token ids produced by the
 tokenizer's chat template, followed by eos and ``<|vision_start|>``. Every string and rule
@@ -41,15 +41,6 @@ VIEW_POINT_FRAMING: Mapping[str, str] = MappingProxyType(
 
 # Action resolution tier -> canvases (H, W); each canvas stands for the aspect ratio H / W.
 # Order matters: ties in aspect-ratio distance go to the earlier canvas, as in the reference.
-RESOLUTION_TIERS: Mapping[int, tuple[tuple[int, int], ...]] = MappingProxyType(
-    {
-        256: ((256, 256), (256, 320), (320, 256), (192, 320), (320, 192)),
-        480: ((640, 640), (544, 736), (736, 544), (480, 832), (832, 480)),
-        704: ((960, 960), (832, 1088), (1088, 832), (704, 1280), (1280, 704)),
-        720: ((960, 960), (832, 1104), (1104, 832), (720, 1280), (1280, 720)),
-    }
-)
-
 # Caption aspect-ratio labels, "W,H"; the closest to width / height wins (first on ties).
 _ASPECT_RATIO_LABELS = ("1,1", "4,3", "3,4", "16,9", "9,16")
 
@@ -106,16 +97,6 @@ def action_caption(
         _ASPECT_RATIO_LABELS, key=lambda label: abs(int(label.split(",")[0]) / int(label.split(",")[1]) - ratio)
     )
     return json.dumps(caption)
-
-
-def resolution_for_tier(tier: int, height: int, width: int) -> tuple[int, int]:
-    """The (H, W) canvas of ``tier`` whose aspect ratio H / W is closest to ``height / width``."""
-    if isinstance(tier, bool) or tier not in RESOLUTION_TIERS:
-        raise ValueError(f"tier must be one of {sorted(RESOLUTION_TIERS)}, got {tier!r}.")
-    _check_positive_int(height, "height")
-    _check_positive_int(width, "width")
-    ratio = height / width
-    return min(RESOLUTION_TIERS[tier], key=lambda canvas: abs(canvas[0] / canvas[1] - ratio))
 
 
 def check_length(ids: Sequence[int], max_len: int, *, name: str = "prompt") -> Sequence[int]:

@@ -1,4 +1,4 @@
-"""Flow-matching sampling: the checkpoint's UniPC scheduler (or plain Euler) and classifier-free guidance.
+"""Flow-matching sampling: the checkpoint's UniPC scheduler (or plain Euler) over one flat state.
 
 The schedulers come from diffusers. Their updates are elementwise with per-step scalar
 coefficients, so one scheduler instance can step the flattened noisy latents of every world and
@@ -60,7 +60,7 @@ class SamplerConfig:
 
 
 class FlowSampler:
-    """Runs one denoising loop per chunk over a flat latent vector, with CFG."""
+    """Runs one denoising loop per chunk over a flat latent vector (guidance is the velocity's business)."""
 
     def __init__(self, scheduler_config: dict | None = None, config: SamplerConfig | None = None):
         self.scheduler_config = dict(scheduler_config or DEFAULT_SCHEDULER_CONFIG)
@@ -91,20 +91,18 @@ class FlowSampler:
     def sample(
         self,
         x: torch.Tensor,
-        velocity: Callable[[torch.Tensor, float], tuple[torch.Tensor, torch.Tensor | None]],
+        velocity: Callable[[torch.Tensor, float], torch.Tensor],
         after_step: Callable[[torch.Tensor], None] | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
-        """Denoise flat float32 latents x. velocity(x, t) -> (cond, uncond or None), flat like x.
+        """Denoise flat float32 latents x. velocity(x, t) -> v, flat like x (already guided).
 
         after_step(x) may edit x in place after every update (e.g. re-zero padded action dims).
         """
         sched = self.make_scheduler()
-        g = self.config.guidance_scale
         x = x.float().unsqueeze(0)  # schedulers want a batch dim
         for t in tqdm(sched.timesteps, desc="denoising", leave=False, disable=not progress):
-            cond, uncond = velocity(x[0], float(t.item()))
-            v = cond.float() if uncond is None else uncond.float() + g * (cond.float() - uncond.float())
+            v = velocity(x[0], float(t.item())).float()
             x = sched.step(v.unsqueeze(0), t, x, return_dict=False)[0]
             if after_step is not None:
                 after_step(x[0])

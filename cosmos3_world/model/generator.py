@@ -55,6 +55,7 @@ class Cosmos3Generator(nn.Module):
             self.audio_modality_embed = nn.Parameter(torch.zeros(cfg.hidden_size))
         self.rotary = MultimodalRotary(cfg.head_dim, cfg.rope_theta, cfg.rope_axes_dim)
         self.weights_epoch = 0  # see `PrefixCache`: bumped when tensors are converted or reloaded
+        self._understanding_modules: tuple[nn.Module, ...] | None = None
         self.register_load_state_dict_post_hook(lambda module, _: module._bump_weights_epoch())
 
     # Modules kept in float32 whatever the load dtype (as the reference does).
@@ -69,16 +70,18 @@ class Cosmos3Generator(nn.Module):
         return super()._apply(fn, recurse)
 
     def understanding_parameters(self) -> list[torch.Tensor]:
-        """The tensors the Reasoner prefix K/V depend on: embeddings and the understanding pathway."""
-        params = [self.embed_tokens.weight]
-        for layer in self.layers:
-            attn = layer.self_attn
-            modules = [attn.to_q, attn.to_k, attn.to_v, attn.norm_q, attn.norm_k, attn.to_out, layer.mlp,
-                       layer.input_layernorm, layer.post_attention_layernorm]  # fmt: skip
-            if attn.k_norm_und_for_gen is not None:
-                modules.append(attn.k_norm_und_for_gen)
-            params += [p for m in modules for p in m.parameters()]
-        return params
+        """The tensors the Reasoner prefix K/V depend on: embeddings and the understanding pathway.
+
+        Read from the modules' own parameter slots each call (a swapped Parameter is seen), over a
+        module list built once (walking `parameters()` of every module costs ~20x more)."""
+        if self._understanding_modules is None:
+            roots = [self.embed_tokens]
+            for layer in self.layers:
+                attn = layer.self_attn
+                roots += [attn.to_q, attn.to_k, attn.to_v, attn.norm_q, attn.norm_k, attn.to_out, layer.mlp,
+                          layer.input_layernorm, layer.post_attention_layernorm, attn.k_norm_und_for_gen]  # fmt: skip
+            self._understanding_modules = tuple(m for r in roots if r is not None for m in r.modules())
+        return [p for m in self._understanding_modules for p in m._parameters.values() if p is not None]
 
     @property
     def dtype(self) -> torch.dtype:

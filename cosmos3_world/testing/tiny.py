@@ -68,6 +68,8 @@ def build_tiny_bundle(
         "vae": vae_entry,
         "text_tokenizer": ["transformers", "PreTrainedTokenizerFast"],
         "scheduler": ["diffusers", "UniPCMultistepScheduler"],
+        # Our defaults: tiny models work on frames at their own size (not a tier's canvas), with a short sampler.
+        "_cosmos3_world": {"tier": None, "sampler": {"num_steps": 10, "guidance_scale": 3.0}},
     }
     (root / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     return root
