@@ -63,3 +63,17 @@ def test_cli_policy_mode_and_build_tiny(tmp_path):
 def test_cli_rejects_bad_arguments(tmp_path):
     out = run(["-m", "cosmos3_world.cli", "rollout", "--embodiment", "nope", "--chunks", "1"], tmp_path)
     assert out.returncode != 0 and "nope" in out.stderr
+
+
+def test_readme_python_example_is_the_tested_quickstart():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Using it from Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert block == (ROOT / "examples" / "quickstart.py").read_text()
+
+
+def test_cli_help_shows_defaults_and_user_mistakes_are_one_line(tmp_path):
+    out = run(["-m", "cosmos3_world.cli", "rollout", "--help"], tmp_path)
+    assert out.returncode == 0 and "(default: 8)" in out.stdout and "(unset: the model's)" in out.stdout
+    out = run(["-m", "cosmos3_world.cli", "rollout", "--image", "missing.png", "--chunks", "1"], tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "error: --image missing.png: cannot read it as an image" in out.stderr

@@ -180,7 +180,7 @@ class WanFastDecoder:
         taps from ``kt0`` on.
 
         oneDNN computes output channels in blocks of 16 and is slow on a trailing half block:
-        a 24-channel output (the last stage of a narrow decoder) runs ~1.3x faster as 48
+        a 24-channel output (the last stage of a narrow decoder) runs faster as 48
         channels holding outputs ``(w, w + 1)`` for every even ``w`` (stride 2, one more kernel
         column, 4/3 of the arithmetic), which in the channels-last layout is the same memory.
         """
@@ -241,8 +241,7 @@ class WanFastDecoder:
         The activation is written once, into the buffer the convolution reads, after the causal
         context: two zero frames, or the last two input frames of the previous pass. With zero
         context, the first output frames skip the taps on the zeros: frame 0 uses the last time
-        tap only, frame 1 the last two (a third, a sixth of a frame's work; ~10% of a 9-frame
-        stage), at the price of concatenating the three results, worth it from 32x32 pixels.
+        tap only, frame 1 the last two (a third, a sixth of a frame's work), at the price of concatenating the three results, worth it from 32x32 pixels.
         """
         pw, _, ph, _, pt, _ = conv._padding
         padding = (0, ph, pw)

@@ -73,7 +73,7 @@ class Cosmos3Generator(nn.Module):
         """The tensors the Reasoner prefix K/V depend on: embeddings and the understanding pathway.
 
         Read from the modules' own parameter slots each call (a swapped Parameter is seen), over a
-        module list built once (walking `parameters()` of every module costs ~20x more)."""
+        module list built once (walking `parameters()` of every module is far slower)."""
         if self._understanding_modules is None:
             roots = [self.embed_tokens]
             for layer in self.layers:
@@ -210,7 +210,7 @@ class Cosmos3Generator(nn.Module):
 
     def compile_generation(self, **compile_kwargs) -> None:
         """torch.compile the generation layers of `denoise_step` (fuses the norms, RoPE and MLP
-        elementwise work). The first call compiles (~20 s on CPU, less with a warm inductor cache);
+        elementwise work). The first call compiles (slow: tens of seconds on a CPU);
         the first plan of other sizes (prompt length, batch) recompiles once with those sizes
         dynamic, later ones reuse it. Weights stay graph inputs: reloading them is safe."""
         self._run_generation = torch.compile(self._run_generation, **compile_kwargs)
