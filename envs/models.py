@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # torch and the engine load on first use, not when the env mo
 import cosmos3_world
 
 EMBEDDED_WORLD = Path(cosmos3_world.__file__).resolve().parent / "assets" / "embedded_world"
-_TINY_VERSION = "tiny-s2d-v1"  # bump when build_tiny_bundle's output changes, so stale caches are rebuilt
+_TINY_VERSION = "tiny-s2d-v2"  # bump when build_tiny_bundle's output changes, so stale caches are rebuilt
 
 
 def cache_dir() -> Path:
@@ -60,17 +60,6 @@ def default_model_path() -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def is_default_model(path: str | os.PathLike) -> bool:
-    """Whether `path` is the project's default model (embedded world or its tiny stand-in)."""
-    embedded = embedded_world_path()
-    candidates = [cache_dir() / _TINY_VERSION] + ([embedded] if embedded is not None else [])
-    try:
-        resolved = Path(path).expanduser().resolve()
-    except (TypeError, ValueError):
-        return False
-    return any(resolved == c.resolve() for c in candidates)
 
 
 class ModelCache:

@@ -271,9 +271,10 @@ class Cosmos3WorldVectorEnv(gym.vector.VectorEnv):
         for i, (obs, reward, term, trunc, info) in zip(stepping, outcomes):
             self._env_obs[i], rewards[i], terminated[i], truncated[i] = obs, reward, term, trunc
             if self.autoreset_mode == AutoresetMode.SAME_STEP and (term or trunc):
-                infos = self._add_info(infos, {"final_obs": obs, "final_info": info}, i)
+                final = {**info, "timings": info["timings"].as_dict()}
+                infos = self._add_info(infos, {"final_obs": obs, "final_info": final}, i)
                 info = self._reset_world(i, None, None)
-            infos = self._add_info(infos, info, i)
+            infos = self._add_info(infos, {**info, "timings": info["timings"].as_dict()}, i)
         for i in np.flatnonzero(resetting):
             infos = self._add_info(infos, self._reset_world(int(i), None, None), int(i))
         self._autoreset = terminated | truncated

@@ -15,12 +15,16 @@ Reward       from the success hook (`success=`, see `success.py`): 0 and never t
              truncation at `max_episode_steps`.
 Info         frames [chunk, H, W, 3] uint8 (every new frame of the chunk; the start frames on reset),
              actions [chunk, dim] float32 (as executed), predicted_actions [chunk, dim] (policy mode only),
-             is_success, task, elapsed_steps, timings {model_s, judge_s, step_s}.
+             is_success, task, elapsed_steps, timings (`Timings`: model_s, judge_s, step_s; a dict of
+             arrays in the vector env).
 
 With the embedded Push-T world (the default model) and no start image, episodes start from the push
 simulator's start states, so the spaces and the first frame after `reset(seed=s)` are exactly those of
-`Cosmos3PushSim-v0`. Policy mode (the world model acting) is `predict_actions()` then `step(those actions)`:
-the step commits the chunk imagined with the prediction, so the pair costs one chunk of denoising.
+`Cosmos3PushSim-v0`. `metadata["render_fps"]` is the step rate (the embodiment's control rate / chunk_size):
+`render()` gives one frame per step, so RecordVideo and LeRobot's eval videos play in real time
+(render_mode="rgb_array_list" returns every frame since the last call). Policy mode (the world model acting) is
+`predict_actions()` then `step(those actions)`: the step commits the chunk imagined with the prediction, so the
+pair costs one chunk of denoising.
 """
 
 from __future__ import annotations
@@ -79,7 +83,7 @@ class WorldSettings:
     max_episode_steps: int | None
     render_mode: str | None
     judge: Judge | None
-    render_fps: float
+    render_fps: float  # env steps per second: one rendered frame per step plays in real time
     observation_space: spaces.Dict
     action_space: spaces.Box
 
@@ -114,6 +118,27 @@ class WorldStart:
     embodiment: Embodiment
     source: TaskSource
     instruction: str | None  # overrides the task's instruction (None: the task's)
+
+
+@dataclass(frozen=True, eq=False)
+class Timings:
+    """Wall-clock seconds of one step: the batched denoising (model_s), the success judge (judge_s), all (step_s).
+
+    Measurements, not state: any two compare equal, so determinism checks (gymnasium's check_env compares the
+    infos of two identical steps) compare what the env computed, not the clock.
+    """
+
+    model_s: float
+    judge_s: float
+    step_s: float
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Timings)
+
+    __hash__ = object.__hash__
+
+    def as_dict(self) -> dict[str, float]:
+        return {"model_s": self.model_s, "judge_s": self.judge_s, "step_s": self.step_s}
 
 
 def _check_int(value: Any, name: str, minimum: int = 1, allow_none: bool = False) -> int | None:
@@ -266,7 +291,7 @@ def make_settings(
         model=model, chunk_size=chunk_size, history=history, action_dim=emb.action_dim, action_low=low,
         action_high=high, frame_shape=frame_shape, agent_pos=agent_pos, obs_latents=bool(obs_latents),
         out_of_bounds=out_of_bounds, max_episode_steps=max_episode_steps, render_mode=render_mode,
-        judge=make_judge(success, push_tasks), render_fps=float(emb.control_hz),
+        judge=make_judge(success, push_tasks), render_fps=float(emb.control_hz) / chunk_size,
         observation_space=spaces.Dict(obs), action_space=action_space,
     )  # fmt: skip
 
@@ -471,10 +496,8 @@ def step_slots(settings: WorldSettings, slots: Sequence[WorldSlot], actions: Seq
                 verdicts[i] = v
     t_judge = time.perf_counter() - t1
     t_step = time.perf_counter() - t0
-    timings = {"model_s": t_model, "judge_s": t_judge, "step_s": t_step}
-    return [
-        s.outcome(r, a, pa, v, dict(timings)) for s, r, a, pa, v in zip(slots, results, actions, predicted, verdicts)
-    ]
+    timings = Timings(model_s=t_model, judge_s=t_judge, step_s=t_step)
+    return [s.outcome(r, a, pa, v, timings) for s, r, a, pa, v in zip(slots, results, actions, predicted, verdicts)]
 
 
 def predict_slots(settings: WorldSettings, slots: Sequence[WorldSlot]) -> list[np.ndarray]:
