@@ -42,7 +42,9 @@ EMBEDDED_MODEL_CONFIG: dict[str, Any] = dict(
 )  # fmt: skip
 
 EMBODIMENT = "pusht"
-DEFAULTS_KEY = "_cosmos3_world"  # model_index.json entry holding the bundle's rollout defaults (diffusers skips "_")
+DEFAULTS_KEY = (
+    "_cosmos3_world"  # model_index.json entry of the bundle's rollout defaults (engine.world.BUNDLE_DEFAULTS_KEY)
+)
 
 
 @dataclass
@@ -68,6 +70,8 @@ class TrainConfig:
     sigma_shift: float = 3.0  # sigma = shift u / (1 + (shift - 1) u), u logit-normal: weights the noisy end
     action_weight: float = 1.0
     bf16: bool = True  # bfloat16 autocast on CPU
+    train_understanding: bool = False  # False: the Reasoner pathway keeps its initial weights (a fixed random text
+    # encoder whose K/V still tell the instructions apart); its prefixes are then encoded once, which saves ~40%
     seed: int = 0
     threads: int = 2
     checkpoint_minutes: float = 5.0
@@ -120,11 +124,18 @@ class Trainer:
         self.codec = load_codec(base, subfolder="vae")
         self.prompts = PromptEncoder(load_tokenizer(str(base), subfolder="text_tokenizer"))
         self.embodiment = get_embodiment(EMBODIMENT)
+        if not cfg.train_understanding:
+            for p in self.model.understanding_parameters():
+                p.requires_grad_(False)
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=cfg.lr,
+            betas=(0.9, 0.99),
+            weight_decay=cfg.weight_decay,
         )
         self.step = 0
         self._prompt_cache: dict[tuple[str, int], list[int]] = {}
+        self._frozen_prefixes: dict[tuple[int, ...], Any] = {}
 
     # ------------------------------------------------------------------ layout of one window
     def prompt_ids(self, instruction: str | None, num_frames: int) -> list[int]:
@@ -153,6 +164,41 @@ class Trainer:
                 out[i] = z
         return out
 
+    def clean_actions(self, windows: Sequence[Window], action_dim: int) -> list[torch.Tensor]:
+        """Model-space actions [A, action_dim] per window (the engine's `prepare_actions`: zero-padded raw)."""
+        return [prepare_actions(w.actions, self.embodiment, action_dim) for w in windows]
+
+    def specs(self, gen: Cosmos3Generator, windows: Sequence[Window], ids: Sequence[Sequence[int]]):
+        """The GenerationSpec of each window, as the engine's `_specs` builds them for a chunk."""
+        emb, prefixes = self.embodiment, {}
+        for i in ids:
+            if tuple(i) not in prefixes:
+                prefixes[tuple(i)] = self._prefix(gen, tuple(i))
+        return [
+            GenerationSpec(prefix=prefixes[tuple(i)], vision_shape=(len(w.frames), *self.latent_hw),
+                           vision_noisy=w.vision_noisy, fps=float(emb.control_hz), action_len=len(w.actions),
+                           action_noisy=w.action_noisy, domain_id=emb.domain_id)
+            for w, i in zip(windows, ids)
+        ]  # fmt: skip
+
+    def velocity(
+        self,
+        gen: Cosmos3Generator,
+        windows: Sequence[Window],
+        ids: Sequence[Sequence[int]],
+        vision: list[torch.Tensor],
+        actions: list[torch.Tensor],
+        timesteps: torch.Tensor,
+    ):
+        """The generator's training forward on noised inputs (vision [C, T, h, w], actions [A, d] per window)."""
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
+            plan = gen.plan(self.specs(gen, windows, ids))
+            return gen.training_forward(plan, vision, timesteps, action=actions)
+
+    @property
+    def latent_hw(self) -> tuple[int, int]:
+        return (64 // self.codec.spatial_factor, 64 // self.codec.spatial_factor)
+
     # ------------------------------------------------------------------ loss
     def batch_loss(
         self, windows: list[Window], g: torch.Generator, rng: np.random.Generator, model: Cosmos3Generator | None = None
@@ -165,37 +211,24 @@ class Trainer:
         u = torch.sigmoid(torch.randn(b, generator=g))
         sigma = _shifted_sigmas(u, cfg.sigma_shift)  # [B]
         drop = rng.random(b) < cfg.uncond_prob
-        vision, actions, targets, prefixes = [], [], [], {}
-        specs = []
+        a0 = self.clean_actions(windows, d)
+        vision, actions, targets = [], [], []
         for i, w in enumerate(windows):
-            s = float(sigma[i])
-            z = x0[i]  # [C, T, h, w]
+            s, z = float(sigma[i]), x0[i]  # z [C, T, h, w]
             n = torch.randn(z.shape, generator=g)
             nz = list(w.vision_noisy)
             v_in = z.clone()
             v_in[:, nz] = (1 - s) * z[:, nz] + s * n[:, nz]
-            a0 = prepare_actions(w.actions, emb, d)  # [A, d], zero-padded beyond the raw 2
-            an = torch.randn(a0.shape, generator=g)
+            an = torch.randn(a0[i].shape, generator=g)
             an[:, emb.action_dim :] = 0
             na = list(w.action_noisy)
-            a_in = a0.clone()
-            a_in[na] = (1 - s) * a0[na] + s * an[na]
+            a_in = a0[i].clone()
+            a_in[na] = (1 - s) * a0[i][na] + s * an[na]
             vision.append(v_in)
             actions.append(a_in)
-            targets.append(((n - z)[:, nz], (an - a0)[na, : emb.action_dim]))
-            ids = tuple(self.prompt_ids(None if drop[i] else w.instruction, len(w.frames)))
-            prefixes.setdefault(ids, None)
-            specs.append((ids, z.shape, w, nz, na))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            for ids in prefixes:
-                prefixes[ids] = gen.training_prefix(list(ids))
-            plan = gen.plan([
-                GenerationSpec(prefix=prefixes[ids], vision_shape=tuple(shape[1:]), vision_noisy=tuple(nz),
-                               fps=float(emb.control_hz), action_len=len(w.actions), action_noisy=tuple(na),
-                               domain_id=emb.domain_id)
-                for ids, shape, w, nz, na in specs
-            ])  # fmt: skip
-            out = gen.training_forward(plan, vision, sigma * 1000.0, action=actions)
+            targets.append(((n - z)[:, nz], (an - a0[i])[na, : emb.action_dim]))
+        ids = [self.prompt_ids(None if drop[i] else w.instruction, len(w.frames)) for i, w in enumerate(windows)]
+        out = self.velocity(gen, windows, ids, vision, actions, sigma * 1000.0)
         v_err, v_cnt, a_err, a_cnt = 0.0, 0, 0.0, 0
         per_mode: dict[str, list[float]] = {m: [] for m in MODES}
         for i, (w, (tv, ta)) in enumerate(zip(windows, targets)):
@@ -212,9 +245,22 @@ class Trainer:
         v_loss = v_err / max(v_cnt, 1)
         a_loss = a_err / max(a_cnt, 1)
         loss = v_loss + cfg.action_weight * a_loss
-        stats = {"loss": float(loss), "vision": float(v_loss), "action": float(a_loss)}
+        stats = {
+            "loss": float(loss.detach()),
+            "vision": float(torch.as_tensor(v_loss).detach()),
+            "action": float(torch.as_tensor(a_loss).detach()),
+        }
         stats.update({f"loss_{m}": float(np.mean(v)) for m, v in per_mode.items() if v})
         return loss, stats
+
+    def _prefix(self, gen: Cosmos3Generator, ids: tuple[int, ...]):
+        """The prompt's Reasoner K/V: with autograd when the understanding pathway trains, else encoded once."""
+        if self.config.train_understanding:
+            return gen.training_prefix(list(ids))
+        key = (id(gen), ids)
+        if key not in self._frozen_prefixes:
+            self._frozen_prefixes[key] = gen.encode_prefix(list(ids))
+        return self._frozen_prefixes[key]
 
     # ------------------------------------------------------------------ optimisation
     def lr_at(self, step: int) -> float:
@@ -305,15 +351,12 @@ def export_bundle(
     model = copy.deepcopy(model).to(dtype) if dtype != torch.float32 else model
     model.save_pretrained(tmp / "transformer")
     index = json.loads((base / "model_index.json").read_text())
-    from ..sim.push import TASKS
-
-    index[DEFAULTS_KEY] = {
+    index[DEFAULTS_KEY] = {  # read by WorldModel.reset / from_pretrained
+        "tier": None,  # native 64x64 frames, captioned 64x64 (as trained), no conditioning canvas
         "embodiment": EMBODIMENT,
         "chunk_size": config.chunk_size,
         "history": config.history,
-        "image_size": 64,
-        "instructions": list(TASKS),
-        "sampler": sampler or DEFAULT_SAMPLER,
+        "sampler": dict(sampler or DEFAULT_SAMPLER),
     }
     (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     if out.exists():
