@@ -121,8 +121,15 @@ def _add_build_tiny(sub) -> None:
     b.set_defaults(func=_build_tiny)
 
 
+def _add_training(sub) -> None:
+    from .training.commands import add_collect, add_train
+
+    add_collect(sub, HelpFormatter)
+    add_train(sub, HelpFormatter)
+
+
 # Each subcommand registers itself here.
-COMMANDS = [_add_rollout, _add_build_tiny]
+COMMANDS = [_add_rollout, _add_build_tiny, _add_training]
 
 
 def main(argv: list[str] | None = None) -> int:

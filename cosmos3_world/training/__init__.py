@@ -1,18 +1,24 @@
-"""Training of the embedded world: push-simulator episodes -> windows laid out as engine chunks -> flow matching."""
+"""Training of the embedded world: push-simulator episodes -> windows laid out as engine chunks -> flow matching.
 
-from .data import FORWARD, INVERSE, MODES, POLICY, EpisodeStore, Window, WindowSampler
-from .trainer import (
-    DEFAULT_SAMPLER,
-    EMBEDDED_MODEL_CONFIG,
-    TrainConfig,
-    Trainer,
-    bundle_defaults,
-    export_bundle,
-    plot_losses,
-    train,
-)
+Names load lazily (torch comes with the first use), so the CLI can register its commands cheaply.
+"""
 
-__all__ = [
-    "DEFAULT_SAMPLER", "EMBEDDED_MODEL_CONFIG", "FORWARD", "INVERSE", "MODES", "POLICY", "EpisodeStore",
-    "TrainConfig", "Trainer", "Window", "WindowSampler", "bundle_defaults", "export_bundle", "plot_losses", "train",
-]  # fmt: skip
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FORWARD": "data", "INVERSE": "data", "MODES": "data", "POLICY": "data", "EpisodeStore": "data",
+    "Window": "data", "WindowSampler": "data", "DEFAULT_SAMPLER": "config", "EMBEDDED_MODEL_CONFIG": "config",
+    "TrainConfig": "config", "Trainer": "trainer", "bundle_defaults": "trainer", "export_bundle": "trainer",
+    "plot_losses": "trainer", "train": "trainer",
+}  # fmt: skip
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

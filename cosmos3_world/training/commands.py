@@ -1,0 +1,53 @@
+"""`cosmos3-world collect` and `cosmos3-world train`: registered by `cosmos3_world.cli` (kept light: heavy imports
+happen when a command runs)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from ..sim.dataset import DEFAULT_MIX, collect
+    from .data import dataset_summary
+
+    mix = dict(DEFAULT_MIX)
+    if args.mix:
+        mix = {}
+        for item in args.mix.split(","):
+            name, _, weight = item.partition("=")
+            mix[name.strip()] = float(weight or 1.0)
+    start = time.time()
+    collect(args.out, args.episodes, mix, seed=args.seed, chunk_size=args.chunk_size, max_steps=args.max_steps)
+    s = dataset_summary([args.out])
+    print(f"{s['episodes']} episodes, {s['steps']} steps, success {s['success_rate']:.0%} in "
+          f"{time.time() - start:.0f} s -> {Path(args.out) / 'index.json'}")  # fmt: skip
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .trainer import run_from_args
+
+    run_from_args(args)
+    return 0
+
+
+def add_collect(sub, formatter_class=argparse.ArgumentDefaultsHelpFormatter) -> None:
+    c = sub.add_parser("collect", help="record push-simulator episodes for training", formatter_class=formatter_class)
+    c.add_argument("out", help="dataset directory (index.json + one .npz per episode)")
+    c.add_argument("--episodes", type=int, default=3000, help="episodes to record")
+    c.add_argument("--mix", default=None, help="policy weights, e.g. expert=0.5,random=0.5 (unset: the default mix)")
+    c.add_argument("--seed", type=int, default=0, help="seed of policy choice, start states and policy noise")
+    c.add_argument("--chunk-size", type=int, default=4, help="actions per policy call")
+    c.add_argument("--max-steps", type=int, default=100, help="control steps per episode at most")
+    c.set_defaults(func=_collect)
+
+
+def add_train(sub, formatter_class=argparse.ArgumentDefaultsHelpFormatter) -> None:
+    from .config import add_train_arguments
+
+    t = sub.add_parser("train", help="train the embedded world on collected episodes (resumable)",
+                       formatter_class=formatter_class)  # fmt: skip
+    add_train_arguments(t)
+    t.set_defaults(func=_train)

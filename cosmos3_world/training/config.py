@@ -1,0 +1,92 @@
+"""Configuration of an embedded-world training run (no heavy imports: the CLI builds its parser from this)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# The embedded world's generator: ~4M parameters, 16 tokens per 64x64 frame (16x16x48 latents, 4x4 patches:
+# 16x16-pixel tokens, 4x fewer than 2x2 patches, which is what makes an hour of 2-core training enough).
+EMBEDDED_MODEL_CONFIG: dict[str, Any] = dict(
+    hidden_size=192, num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2, head_dim=32,
+    intermediate_size=512, rope_axes_dim=[6, 5, 5], vocab_size=640, latent_channel=48, latent_patch_size=4,
+    patch_latent_dim=768, action_gen=True, action_dim=16, num_embodiment_domains=32,
+)  # fmt: skip
+
+EMBODIMENT = "pusht"
+# The model_index.json entry holding a bundle's rollout defaults (read by the engine: world.BUNDLE_DEFAULTS_KEY).
+DEFAULTS_KEY = "_cosmos3_world"
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved with each checkpoint."""
+
+    data: list[str] = field(default_factory=list)  # dataset directories (sim.dataset format)
+    run_dir: str = "/work/runs/embedded"
+    model: dict[str, Any] = field(default_factory=lambda: dict(EMBEDDED_MODEL_CONFIG))
+    batch_size: int = 16
+    chunk_size: int = 4  # new frames (= actions) per chunk, as World.chunk_size
+    history: int = 2  # latent frames of context, as World.history
+    history_probs: tuple[float, ...] = (0.3, 0.7)  # P(k history latent frames), k = 1 .. history
+    mode_probs: tuple[float, float, float] = (0.5, 0.25, 0.25)  # forward, policy, inverse
+    uncond_prob: float = 0.15  # instruction replaced by the negative prompt (for classifier-free guidance)
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    total_steps: int = 4000  # cosine schedule length; training stops here
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.995
+    sigma_shift: float = 3.0  # sigma = shift u / (1 + (shift - 1) u), u logit-normal: weights the noisy end
+    action_weight: float = 1.0
+    bf16: bool = True  # bfloat16 autocast on CPU
+    train_understanding: bool = False  # False: the Reasoner pathway keeps its initial weights (a fixed random text
+    # encoder whose K/V still tell the instructions apart); its prefixes are then encoded once, which saves ~40%
+    seed: int = 0
+    threads: int = 2
+    checkpoint_minutes: float = 5.0
+    log_every: int = 10
+    max_episodes: int | None = None
+    max_minutes: float | None = None  # stop (with a checkpoint) after this much wall clock in this process
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: tuple(v) if isinstance(v, list) and k.endswith("probs") else v
+                      for k, v in d.items() if k in known})  # fmt: skip
+
+
+# Sampler settings for the embedded world (chosen with bench/fidelity.py --sweep).
+DEFAULT_SAMPLER: dict[str, Any] = {"num_steps": 4, "solver": "euler", "guidance_scale": 1.0}
+
+
+def add_train_arguments(p: Any) -> None:
+    d = TrainConfig()
+    p.add_argument("--data", nargs="+", required=True, help="dataset directories written by `collect`")
+    p.add_argument("--run-dir", default=d.run_dir, help="run directory (keep it outside git)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint")
+    p.add_argument("--steps", type=int, default=d.total_steps, help="total optimizer steps (cosine schedule)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="windows per step")
+    p.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate")
+    p.add_argument("--chunk-size", type=int, default=d.chunk_size, help="new frames (actions) per chunk")
+    p.add_argument("--history", type=int, default=d.history, help="latent frames of context")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
+    p.add_argument("--checkpoint-minutes", type=float, default=d.checkpoint_minutes, help="checkpoint + export period")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall clock")
+    p.add_argument("--max-episodes", type=int, default=None, help="use at most this many episodes")
+    p.add_argument("--no-bf16", action="store_true", help="train in float32")
+    p.add_argument("--seed", type=int, default=d.seed, help="init, batch and noise seed")
+    p.add_argument("--model", type=json.loads, default=None, help="generator config overrides as JSON")
+
+
+def config_from_args(args: Any) -> TrainConfig:
+    """A TrainConfig from parsed `add_train_arguments` flags."""
+    model = {**EMBEDDED_MODEL_CONFIG, **(args.model or {})}
+    return TrainConfig(
+        data=list(args.data), run_dir=str(args.run_dir), model=model, batch_size=args.batch_size, lr=args.lr,
+        chunk_size=args.chunk_size, history=args.history, total_steps=args.steps, threads=args.threads,
+        checkpoint_minutes=args.checkpoint_minutes, max_minutes=args.max_minutes, max_episodes=args.max_episodes,
+        bf16=not args.no_bf16, seed=args.seed,
+    )  # fmt: skip
