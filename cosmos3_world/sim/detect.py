@@ -34,7 +34,7 @@ from .push import (
     task_index,
 )
 
-COLOUR_THRESHOLD = 90.0  # max RGB distance to the (nearest) palette colour; object colours are >= ~140 apart
+COLOUR_THRESHOLD = 90.0  # max RGB distance to the (nearest) palette colour; palette colours are >= 154 apart
 _OCCLUSION_DEFICIT = 1.5  # pixels: a goal box narrower than a goal by more than this is occluded on one side
 _GROUP_SLACK = 2  # pixels: goal pieces are grouped while their joint box stays within a goal side plus this
 _LABELS = ("background", "agent", "block", *GOAL_COLOURS)

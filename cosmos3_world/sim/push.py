@@ -8,8 +8,10 @@ and measured against, so everything here is deterministic given the episode seed
 Coordinates: normalised workspace coordinates in [-1, 1]^2, x to the right and y downwards, as in image
 coordinates: pixel column u (edges at integers, width W) corresponds to x = 2 u / W - 1.
 
-Physics (per control step, ``substeps`` substeps):
-  1. the agent moves straight toward the target by at most ``max_speed / substeps``;
+Physics (per control step, ``substeps`` substeps; one control step lasts 1 / ``CONTROL_FPS`` s and renders one
+frame):
+  1. the agent moves straight toward the target by at most ``max_speed / substeps``; its centre stays
+     ``agent_radius`` inside the walls (targets beyond are clipped there), so the disk is always fully in view;
   2. agent-block penetration is resolved by moving the block (never the agent) with a quasi-static pushing
      model: an ellipsoidal limit surface (planar friction of the block on the floor) and Coulomb friction at
      the agent-block contact. The block's twist is proportional to the contact wrench,
@@ -29,8 +31,8 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-# Palette (RGB uint8). Pairwise distances between object colours are >= ~140 so that pixels can be segmented
-# by colour distance even on blurry frames imagined by a world model.
+# Palette (RGB uint8). Colours are >= 154 apart and no blend of two of them comes within 90 of a third (the agent
+# is darker than any red/blue mix), so pixels can be segmented by colour even on blurry, imagined frames.
 BACKGROUND_RGB: tuple[int, int, int] = (240, 240, 236)
 BLOCK_RGB: tuple[int, int, int] = (214, 40, 40)
 AGENT_RGB: tuple[int, int, int] = (45, 25, 70)
@@ -221,9 +223,11 @@ def is_success(state: PushState, cfg: PushConfig) -> bool:
 
 def sample_state(rng: np.random.Generator, cfg: PushConfig, task: int | None = None) -> PushState:
     """Draw a start state: goals apart, the block outside every goal and far from the instructed one, the agent
-    clear of the block. ``task`` None draws the instruction too."""
-    if task is None:
-        task = int(rng.integers(len(TASKS)))
+    clear of the block. The instruction is always drawn first (then overridden by ``task`` if given), so that a given
+    ``task`` equal to the drawn one yields the same state; other instructions yield other layouts (the block must
+    start far from the instructed goal)."""
+    drawn = int(rng.integers(len(TASKS)))
+    task = drawn if task is None else task_index(task)
     n_goals = len(cfg.goal_colours)
     goal_gap = 2 * cfg.goal_half + 0.14
     block_clear = cfg.goal_half + cfg.block_half * math.sqrt(2) + 0.02
