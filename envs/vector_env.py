@@ -40,6 +40,12 @@ from .world_env import (
 _PER_WORLD = ("instruction", "image", "video", "embodiment")
 
 
+def _batchable(info: dict[str, Any]) -> dict[str, Any]:
+    """A world's info with its Timings as a dict, so the vector info holds an array per timing."""
+    timings = info.get("timings")
+    return info if timings is None else {**info, "timings": timings.as_dict()}
+
+
 class WorldView:
     """World i of a vector env, seen as an env: what LeRobot's eval loop reads through `envs[i]` and `call`."""
 
@@ -271,10 +277,9 @@ class Cosmos3WorldVectorEnv(gym.vector.VectorEnv):
         for i, (obs, reward, term, trunc, info) in zip(stepping, outcomes):
             self._env_obs[i], rewards[i], terminated[i], truncated[i] = obs, reward, term, trunc
             if self.autoreset_mode == AutoresetMode.SAME_STEP and (term or trunc):
-                final = {**info, "timings": info["timings"].as_dict()}
-                infos = self._add_info(infos, {"final_obs": obs, "final_info": final}, i)
+                infos = self._add_info(infos, {"final_obs": obs, "final_info": _batchable(info)}, i)
                 info = self._reset_world(i, None, None)
-            infos = self._add_info(infos, {**info, "timings": info["timings"].as_dict()}, i)
+            infos = self._add_info(infos, _batchable(info), i)
         for i in np.flatnonzero(resetting):
             infos = self._add_info(infos, self._reset_world(int(i), None, None), int(i))
         self._autoreset = terminated | truncated
