@@ -32,12 +32,21 @@ def tiny_config(**overrides: Any) -> dict[str, Any]:
 
 
 def build_tiny_bundle(
-    directory: str | Path, *, codec: str = "space_to_depth", seed: int = 0, **config_overrides: Any
+    directory: str | Path,
+    *,
+    codec: str = "space_to_depth",
+    seed: int = 0,
+    reasoner: bool | dict[str, Any] = False,
+    **config_overrides: Any,
 ) -> Path:
     """Write a tiny random-weight bundle to `directory` and return its path.
 
     codec: "space_to_depth" (lossless 64x64x3 <-> 16x16x48, temporal factor 1) or "wan" (a small
     real AutoencoderKLWan: 16x spatial, 4x temporal).
+    reasoner: also write the Reasoner at the bundle root in the published unified layout (config.json
+    of model_type "cosmos3_omni", model.safetensors with the generator's flat keys + a tiny random ViT,
+    preprocessor_config.json, tokenizer), loadable by `Cosmos3OmniForConditionalGeneration.from_pretrained`.
+    A dict overrides the tiny vision config (`tiny_vision_config`). Off, the bundle is exactly as before.
     """
     from diffusers import UniPCMultistepScheduler
     from diffusers import __version__ as diffusers_version
@@ -46,7 +55,8 @@ def build_tiny_bundle(
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     config = Cosmos3Config.from_dict(tiny_config(**config_overrides))
-    Cosmos3Generator(config).save_pretrained(root / "transformer")
+    generator = Cosmos3Generator(config)
+    generator.save_pretrained(root / "transformer")
     if codec == "space_to_depth":
         SpaceToDepthCodec(patch=4, channels=3).save_pretrained(root / "vae")
         vae_entry = ["cosmos3_world", "SpaceToDepthCodec"]
@@ -72,7 +82,69 @@ def build_tiny_bundle(
         "_cosmos3_world": {"tier": None, "sampler": {"num_steps": 10, "guidance_scale": 3.0}},
     }
     (root / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    if reasoner:
+        vision = tiny_vision_config(**(reasoner if isinstance(reasoner, dict) else {}))
+        _write_reasoner(root, generator, vision, seed)
     return root
+
+
+_TINY_VISION_CONFIG: dict[str, Any] = dict(
+    depth=2, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=8, spatial_merge_size=2,
+    temporal_patch_size=2, num_position_embeddings=64, deepstack_visual_indexes=[0, 1],
+)  # fmt: skip
+
+
+def tiny_vision_config(**overrides: Any) -> dict[str, Any]:
+    """The tiny Reasoner ViT config (Qwen3-VL vision fields; 8x8 patches, 2x2 merge), with `overrides` applied."""
+    return {**_TINY_VISION_CONFIG, **overrides}
+
+
+def reasoner_text_config(config: Cosmos3Config) -> dict[str, Any]:
+    """The Qwen3-VL text config of the Reasoner whose language model is `config`'s understanding pathway."""
+    if config.hidden_act != "silu" or not config.qk_norm_for_text:
+        raise ValueError("a Reasoner (Qwen3-VL) needs hidden_act='silu' and qk_norm_for_text=True")
+    return dict(
+        vocab_size=config.vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads, head_dim=config.head_dim, hidden_act="silu",
+        rms_norm_eps=config.rms_norm_eps, attention_bias=config.attention_bias, max_position_embeddings=32768,
+        rope_parameters=dict(rope_type="default", rope_theta=config.rope_theta,
+                             mrope_section=list(config.rope_axes_dim), mrope_interleaved=True),
+    )  # fmt: skip
+
+
+def _write_reasoner(root: Path, generator: Cosmos3Generator, vision: dict[str, Any], seed: int) -> None:
+    """The bundle root as transformers reads it: config.json, unified model.safetensors, processor and tokenizer."""
+    from safetensors.torch import save_file
+    from transformers import AutoModel, AutoTokenizer, Cosmos3OmniConfig, Qwen2VLImageProcessorPil
+
+    tokenizer = AutoTokenizer.from_pretrained(str(root / "text_tokenizer"))
+    ids = {name: tokenizer.convert_tokens_to_ids(f"<|{name}|>") for name in
+           ("image_pad", "video_pad", "vision_start", "vision_end")}  # fmt: skip
+    config = Cosmos3OmniConfig(
+        text_config=reasoner_text_config(generator.config),
+        vision_config={**vision, "out_hidden_size": generator.config.hidden_size},
+        image_token_id=ids["image_pad"], video_token_id=ids["video_pad"],
+        vision_start_token_id=ids["vision_start"], vision_end_token_id=ids["vision_end"], tie_word_embeddings=False,
+    )  # fmt: skip
+    config.save_pretrained(str(root))
+    visual = AutoModel.from_config(config.vision_config)  # Qwen3VLVisionModel: keys blocks.*, merger.*, ...
+    rng = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():  # random, non-trivial values everywhere (norms near 1, small biases) so wiring bugs show
+        for name, p in visual.named_parameters():
+            noise = torch.randn(p.shape, generator=rng)
+            p.copy_(1.0 + 0.1 * noise if "norm" in name and p.ndim == 1 and name.endswith("weight") else 0.05 * noise)
+    tensors = {k: v.detach().contiguous() for k, v in generator.state_dict().items()}
+    tensors.update({k: v.detach().contiguous() for k, v in visual.state_dict().items()})
+    save_file(tensors, str(root / "model.safetensors"), metadata={"format": "pt"})
+    merge, patch = vision["spatial_merge_size"], vision["patch_size"]
+    side = patch * merge  # frames are resized to multiples of one merged patch, at most 4x4 merged patches
+    Qwen2VLImageProcessorPil(
+        patch_size=patch, merge_size=merge, temporal_patch_size=vision["temporal_patch_size"],
+        size={"shortest_edge": side * side, "longest_edge": 16 * side * side},
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    ).save_pretrained(str(root))  # fmt: skip
+    tokenizer.save_pretrained(str(root))
 
 
 def demo_image(height: int = 64, width: int = 64, seed: int = 0) -> np.ndarray:
