@@ -12,6 +12,7 @@ first chunk_size rows of `actions` are executed.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -61,7 +62,9 @@ class OpenPIClientPolicy:
         if client is None:
             from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
-            client = WebsocketClientPolicy(host, port, api_key=api_key)
+            with warnings.catch_warnings():  # openpi-client 0.1.2 calls websockets' connect() outside a `with`
+                warnings.filterwarnings("ignore", "connect\\(\\) must be used as a context manager", DeprecationWarning)
+                client = WebsocketClientPolicy(host, port, api_key=api_key)
         self.client = client
         self.last_server_timing: dict[str, Any] | None = None
 
