@@ -129,7 +129,82 @@ def _add_training(sub) -> None:
 
 
 # Each subcommand registers itself here.
-COMMANDS = [_add_rollout, _add_build_tiny, _add_training]
+def _eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .policies.evaluate import evaluate, make_eval_env
+    from .policies.specs import make_policy
+    from .policies.suite import load_suite
+
+    if args.manifest:  # the run the manifest describes, exactly: its suite, seeds, batch, policies, env
+        path = Path(args.manifest)
+        if not path.is_file():
+            raise UserError(f"--manifest {path}: no such file")
+        m = json.loads(path.read_text())
+        specs, seed, num_envs, max_steps = m["policies"], m["seed"], m["num_envs"], m["max_episode_steps"]
+        env_id, env_kwargs = m["env"]["id"], dict(m["env"].get("kwargs", {}))
+        suite = load_suite(m["suite"]["path"])
+        episodes = {t["name"]: t["episodes"] for t in m["suite"]["tasks"]}
+        suite = suite.with_episodes_per_task(episodes) if set(episodes) == {t.name for t in suite.tasks} else None
+        if suite is None or [t.describe() for t in suite.tasks] != m["suite"]["tasks"]:
+            raise UserError(f"--manifest {path}: the suite file {m['suite']['path']} changed since the run")
+    else:
+        specs = {spec: spec for spec in (args.policy or ["random"])}
+        seed, num_envs, max_steps = args.seed, args.num_envs, args.max_episode_steps
+        env_id, env_kwargs = args.env, {}
+        if args.model:
+            env_kwargs["model"] = args.model
+        for key, value in (("num_steps", args.steps), ("guidance_scale", args.guidance)):
+            if value is not None:
+                env_kwargs[key] = value
+        suite = load_suite(args.suite, args.episodes)
+    if args.ray:
+        results = evaluate(specs, {"id": env_id, "kwargs": env_kwargs, "num_envs": num_envs}, suite=suite,
+                           seed=seed, max_episode_steps=max_steps, out=args.out, resume=args.resume,
+                           videos=not args.no_videos, backend="ray", address=args.ray_address,
+                           workers=args.workers)  # fmt: skip
+    else:
+        env = make_eval_env(env_id, num_envs, **env_kwargs)
+        policies = {name: make_policy(spec, env, seed=seed) for name, spec in specs.items()}
+        results = evaluate(policies, env, suite=suite, seed=seed, max_episode_steps=max_steps, out=args.out,
+                           resume=args.resume, videos=not args.no_videos, policy_specs=specs,
+                           env_spec={"id": env_id, "kwargs": env_kwargs})  # fmt: skip
+        env.close()
+    for name, res in results["policies"].items():
+        o = res["overall"]
+        print(f"{name}: success {o['success_rate']:.3f} [{o['ci95'][0]:.3f}, {o['ci95'][1]:.3f}] over "
+              f"{o['episodes']} episodes, mean steps {o['mean_steps']:.1f}")  # fmt: skip
+    print(f"results -> {Path(args.out) / 'results.json'}")
+    return 0
+
+
+def _add_eval(sub) -> None:
+    e = sub.add_parser("eval", help="evaluate policies in the world model (or any env), with confidence intervals",
+                       formatter_class=HelpFormatter)  # fmt: skip
+    e.add_argument("--policy", action="append",
+                   help="random | model | sim:NAME | replay:FILE | openpi:HOST:PORT | module.path:attr; repeat "
+                        "to compare policies on the same episodes (unset: random)")  # fmt: skip
+    e.add_argument("--episodes", type=int, default=None, help="episodes per task (unset: the suite's)")
+    e.add_argument("--num-envs", type=int, default=8, help="worlds stepped together (one batched forward)")
+    e.add_argument("--seed", type=int, default=0, help="episode g of the run gets seed + g")
+    e.add_argument("--out", required=True, help="directory for manifest, episodes.jsonl, results, plots, videos")
+    e.add_argument("--suite", default=None, help="task suite file, JSON or YAML (unset: the default suite)")
+    e.add_argument("--manifest", default=None, help="re-run the evaluation a manifest.json describes")
+    e.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    e.add_argument("--env", default="Cosmos3World-v0", help="gym id to evaluate in")
+    e.add_argument("--model", default=None, help="world model bundle (unset: the default model)")
+    e.add_argument("--steps", type=int, default=None, help="denoising steps per chunk (unset: the model's)")
+    e.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (unset: the model's)")
+    e.add_argument("--max-episode-steps", type=int, default=None, help="steps per episode (unset: the suite's)")
+    e.add_argument("--no-videos", action="store_true", help="do not write an mp4 per episode")
+    e.add_argument("--ray", action="store_true", help="run the waves on Ray actors")
+    e.add_argument("--ray-address", default=None, help="Ray cluster to join, e.g. auto (unset: start a local one)")
+    e.add_argument("--workers", type=int, default=2, help="Ray actors, each holding one model")
+    e.set_defaults(func=_eval)
+
+
+COMMANDS = [_add_rollout, _add_build_tiny, _add_training, _add_eval]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,8 @@ Frames are conditioned on the resolution tier's canvas exactly as the reference 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import numbers
 import os
@@ -124,6 +126,24 @@ class WorldModel:
         self.max_prompt_tokens = max_prompt_tokens or generator.config.unified_3d_mrope_temporal_modality_margin
         self.defaults = _check_defaults(defaults or {})
         self.progress = progress
+        self.source: dict[str, Any] | None = None  # where from_pretrained loaded it from
+
+    def weights_sha256(self) -> str:
+        """sha256 over the generator's tensors (names, dtypes, shapes, bytes): identifies the weights a run used."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.generator.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return digest.hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        """What a run's manifest records of this model: source, weights hash, dtype, sampler, defaults."""
+        return {
+            "source": self.source, "weights_sha256": self.weights_sha256(), "dtype": str(self.generator.dtype),
+            "device": str(self.device), "sampler": dataclasses.asdict(self.sampler.config),
+            "negative_prompt": self.negative_prompt, "defaults": self.defaults,
+        }  # fmt: skip
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -168,7 +188,9 @@ class WorldModel:
         sched_cfg = json.loads(sched_file.read_text()) if sched_file.is_file() else None
         if sampler is None:
             sampler = SamplerConfig(**defaults.get("sampler", {}))
-        return cls(generator, codec, tokenizer, FlowSampler(sched_cfg, sampler), defaults=defaults, **kwargs)
+        wm = cls(generator, codec, tokenizer, FlowSampler(sched_cfg, sampler), defaults=defaults, **kwargs)
+        wm.source = {"path": str(path_or_repo), "revision": revision, "resolved": str(root)}
+        return wm
 
     @property
     def device(self) -> torch.device:
