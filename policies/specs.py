@@ -75,7 +75,7 @@ def _from_module(spec: str, module: str, attr: str, env: Any) -> Any:
         obj = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"policy {spec!r}: cannot import {attr} from {module} ({e})") from None
-    if callable(getattr(obj, "act", None)):
+    if not isinstance(obj, type) and callable(getattr(obj, "act", None)):
         return obj
     if isinstance(obj, type) or (callable(obj) and attr.startswith("make_")):
         made = obj(env)
