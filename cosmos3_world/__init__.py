@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     ),
     **dict.fromkeys(["FlowSampler", "SamplerConfig"], "cosmos3_world.engine.sampler"),
     **dict.fromkeys(["ChunkResult", "World", "WorldModel"], "cosmos3_world.engine.world"),
+    **dict.fromkeys(["ReasonerJudge", "ReasonerProcessor"], "cosmos3_world.judge"),
     **dict.fromkeys(["build_tiny_bundle", "demo_image"], "cosmos3_world.testing.tiny"),
     **dict.fromkeys(["read_video", "write_video"], "cosmos3_world.video"),
 }  # fmt: skip
