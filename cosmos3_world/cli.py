@@ -204,7 +204,87 @@ def _add_eval(sub) -> None:
     e.set_defaults(func=_eval)
 
 
-COMMANDS = [_add_rollout, _add_build_tiny, _add_training, _add_eval]
+def _replay(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .engine.world import WorldModel
+    from .envs.models import default_model_path
+    from .policies.fidelity import plot_drift, read_lerobot, read_video_npz, replay, replay_report
+    from .video import write_video
+
+    if bool(args.lerobot) == bool(args.video):
+        raise UserError("pass either --lerobot DIR (with --episode) or --video FILE --actions NPZ")
+    if args.video:
+        if not args.actions:
+            raise UserError("--video needs --actions (an npz with an 'actions' array)")
+        episodes = [read_video_npz(args.video, args.actions)]
+    else:
+        episodes = [read_lerobot(args.lerobot, e, camera=args.camera) for e in (args.episode or [0])]
+    wm = WorldModel.from_pretrained(args.model or default_model_path())
+    wm.sampler.config = _sampler(args, wm.sampler.config)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for ep in episodes:
+        res = replay(wm, ep, embodiment=args.embodiment, chunk_size=args.chunk_size, seed=args.seed,
+                     max_chunks=args.max_chunks)  # fmt: skip
+        write_video(res.pop("frames"), out / f"{ep.name}_imagined.mp4", fps=ep.fps or 10.0, scale=4)
+        results.append(res)
+    report = replay_report(results)
+    (out / "replay.json").write_text(json.dumps({"per_chunk": report, "episodes": results}, indent=2) + "\n")
+    plot_drift(report, out / "drift.png")
+    for row in report:
+        print(f"chunk {row['chunk']:2d}: PSNR {row['psnr']:6.2f} dB (copy-last {row['baseline_psnr']:6.2f}), "
+              f"SSIM {row['ssim']:.3f} (copy-last {row['baseline_ssim']:.3f})")  # fmt: skip
+    print(f"report -> {out / 'replay.json'}, plot -> {out / 'drift.png'}")
+    return 0
+
+
+def _add_replay(sub) -> None:
+    r = sub.add_parser("replay", help="open-loop replay of recorded episodes: PSNR/SSIM drift vs copy-last-frame",
+                       formatter_class=HelpFormatter)  # fmt: skip
+    r.add_argument("--lerobot", default=None, help="a LeRobot v3 dataset directory")
+    r.add_argument("--episode", type=int, action="append", help="episode index in --lerobot (repeatable; unset: 0)")
+    r.add_argument("--camera", default=None, help="video feature of --lerobot (unset: the first)")
+    r.add_argument("--video", default=None, help="a recorded video (with --actions)")
+    r.add_argument("--actions", default=None, help="npz with 'actions' [T, D] for --video")
+    r.add_argument("--model", default=None, help="world model bundle (unset: the default model)")
+    r.add_argument("--embodiment", default=None, help="(unset: the model's)")
+    r.add_argument("--chunk-size", type=int, default=None, help="(unset: the model's)")
+    r.add_argument("--max-chunks", type=int, default=None, help="replay at most this many chunks per episode")
+    r.add_argument("--steps", type=int, default=None, help="denoising steps per chunk (unset: the model's)")
+    r.add_argument("--guidance", type=float, default=None, help="(unset: the model's)")
+    r.add_argument("--solver", choices=["unipc", "euler"], default=None, help="(unset: the model's)")
+    r.add_argument("--seed", type=int, default=0, help="the world's noise")
+    r.add_argument("--out", required=True, help="directory for replay.json, drift.png and the imagined videos")
+    r.set_defaults(func=_replay)
+
+
+def _rank(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .policies.fidelity import ranking_agreement
+
+    reference = json.loads(Path(args.reference).read_text())
+    results = json.loads(Path(args.results).read_text())
+    measured = {name: r["overall"]["success_rate"] for name, r in results["policies"].items()}
+    out = ranking_agreement(reference, measured, plot=args.plot)
+    print(" ".join(f"{k} {v:.3f}" for k, v in out.items()))
+    return 0
+
+
+def _add_rank(sub) -> None:
+    r = sub.add_parser("rank", help="policy-ranking agreement (Pearson, Spearman, MMRV) with rates measured elsewhere",
+                       formatter_class=HelpFormatter)  # fmt: skip
+    r.add_argument("--reference", required=True, help="JSON {policy: success rate} measured elsewhere")
+    r.add_argument("--results", required=True, help="results.json of cosmos3-world eval")
+    r.add_argument("--plot", default="ranking.png", help="scatter plot to write")
+    r.set_defaults(func=_rank)
+
+
+COMMANDS = [_add_rollout, _add_build_tiny, _add_training, _add_eval, _add_replay, _add_rank]
 
 
 def main(argv: list[str] | None = None) -> int:
