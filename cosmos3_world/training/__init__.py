@@ -12,6 +12,7 @@ _EXPORTS = {
     "FORWARD": "data", "INVERSE": "data", "MODES": "data", "POLICY": "data", "EpisodeStore": "data",
     "Window": "data", "WindowSampler": "data", "DEFAULT_SAMPLER": "config", "EMBEDDED_MODEL_CONFIG": "config",
     "TrainConfig": "config", "Trainer": "trainer", "bundle_defaults": "trainer", "export_bundle": "trainer",
+    "export_run": "trainer",
     "plot_losses": "trainer", "train": "trainer",
 }  # fmt: skip
 

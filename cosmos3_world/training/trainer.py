@@ -314,6 +314,15 @@ def export_bundle(
     return out
 
 
+def export_run(run_dir: str | Path, out: str | Path, sampler: dict[str, Any] | None = None) -> Path:
+    """Export the EMA weights of a run's latest checkpoint as a bundle (works while the run goes on)."""
+    run = Path(run_dir)
+    state = torch.load(run / "checkpoint" / "trainer_state.pt", weights_only=False)
+    config = TrainConfig.from_dict(state["config"])
+    ema = Cosmos3Generator.from_pretrained(run / "checkpoint", subfolder="ema")
+    return export_bundle(ema, run / "base", out, config, sampler=sampler)
+
+
 def bundle_defaults(bundle: str | Path) -> dict[str, Any]:
     """The rollout defaults a bundle declares in model_index.json (empty if none)."""
     index = json.loads((Path(bundle) / "model_index.json").read_text())
