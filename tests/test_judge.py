@@ -17,6 +17,15 @@ from cosmos3_world.testing.tiny import build_tiny_bundle, demo_image
 TASKS = ["Push the T block to the target", "Pick up the cup"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny ops are dominated by thread hand-offs (50x slower with 2 threads on a busy machine): run on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     return build_tiny_bundle(tmp_path_factory.mktemp("reasoner"), reasoner=True)
@@ -150,8 +159,8 @@ def test_a_generator_of_another_shape_is_refused(shared, world_model):
 
 
 def test_scores_are_deterministic_probabilities_and_batched_equals_single(shared):
-    episodes = [episode(10), episode(3, seed=5), episode(1, seed=9)]
-    tasks = [*TASKS, "Open the drawer"]
+    episodes = [episode(10), episode(2, seed=5)]
+    tasks = TASKS
     single = [shared.score(e, t) for e, t in zip(episodes, tasks)]
     assert all(isinstance(s, float) and 0.0 <= s <= 1.0 for s in single)
     assert single == [shared.score(e, t) for e, t in zip(episodes, tasks)]
@@ -242,16 +251,16 @@ def test_too_many_frames_get_clear_errors(shared):
 def test_plugs_into_the_env_success_hook(shared):
     from cosmos3_world.envs.success import Judge
 
-    hook = Judge(ReasonerJudge(shared.model, shared.processor, threshold=0.5, at_end=False, every=2))
-    assert hook.every == 2 and not hook.at_end and hook.episode_frames and hook.threshold == 0.5
-    assert hook.batch is not None and hook.due(2, last=False) and not hook.due(1, last=False)
-    episodes = [episode(5), episode(3, seed=4)]
+    episodes = [episode(3), episode(2, seed=4)]
     scores = shared.score_batch(episodes, TASKS)
-    verdicts = hook.judge(episodes, TASKS)
-    assert [v.success for v in verdicts] == [s >= 0.5 for s in scores]
-    scored = Judge(ReasonerJudge(shared.model, shared.processor, threshold=0.25, reward="score"))
-    assert scored.at_end and scored.threshold == 0.25
-    verdicts = scored.judge(episodes, TASKS)
+    scored = Judge(ReasonerJudge(shared.model, shared.processor, threshold=0.25))
+    assert scored.at_end and scored.episode_frames and scored.threshold == 0.25 and scored.batch is not None
+    verdicts = scored.judge(episodes, TASKS)  # the P(yes) scores kept as rewards, thresholded by the env
     np.testing.assert_allclose([v.reward for v in verdicts], scores, atol=1e-6)
     assert [v.success for v in verdicts] == [s >= 0.25 for s in scores]
-    assert shared(episodes[0], TASKS[0]) is (scores[0] >= shared.threshold)
+    assert shared(episodes[0], TASKS[0]) == pytest.approx(scores[0], abs=1e-6)
+    binary = ReasonerJudge(shared.model, shared.processor, threshold=0.5, at_end=False, every=2, reward="success")
+    hook = Judge(binary)
+    assert hook.every == 2 and not hook.at_end and hook.due(2, last=False) and not hook.due(1, last=False)
+    assert binary(episodes[1], TASKS[1]) is (scores[1] >= 0.5)
+    assert [v.success for v in hook.judge(episodes, TASKS)] == [s >= 0.5 for s in scores]

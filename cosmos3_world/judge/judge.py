@@ -3,8 +3,9 @@
 The score is P(yes) from the next-token logits of a fixed yes/no question over frames sampled from
 the episode (yes and no each pool their capitalisations' first tokens). It is also the env's success
 hook (`success=ReasonerJudge(..., threshold=0.5)`, see `envs/success.py`): it asks for the whole
-episode's frames, runs at the episode's end or every k chunks, and judges a batch of worlds in one
-forward (`batch`). With a `WorldModel`, the judge shares its generator's weights and adds only the ViT.
+episode's frames, runs at the episode's end or every k chunks, judges a batch of worlds in one
+forward (`batch`), and returns P(yes), which the env thresholds and records as the episode's score.
+With a `WorldModel`, the judge shares its generator's weights and adds only the ViT.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class ReasonerJudge:
         threshold: float = 0.5,
         at_end: bool = True,
         every: int = 1,
-        reward: str = "success",
+        reward: str = "score",
     ):
         if num_frames is not None and (
             not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1
@@ -193,7 +194,8 @@ class ReasonerJudge:
 
     # ------------------------------------------------------------------ the env's success hook
     def __call__(self, frames: Any, task: str) -> bool | float:
-        """Success hook: the verdict on one episode (`reward="score"`: P(yes), thresholded by the env)."""
+        """Success hook: P(yes) for the episode (the env counts it a success at `threshold` and keeps it as the
+        score, so runs can be re-thresholded), or with `reward="success"` the bool `score >= threshold`."""
         return self._verdict(self.score(frames, task))
 
     def batch(self, frames_list: Sequence[Any], tasks: Sequence[str]) -> list[bool | float]:
