@@ -241,7 +241,8 @@ class WanFastDecoder:
         The activation is written once, into the buffer the convolution reads, after the causal
         context: two zero frames, or the last two input frames of the previous pass. With zero
         context, the first output frames skip the taps on the zeros: frame 0 uses the last time
-        tap only, frame 1 the last two (a third, a sixth of a frame's work), at the price of concatenating the three results, worth it from 32x32 pixels.
+        tap only, frame 1 the last two (a third, a sixth of a frame's work), at the price of
+        concatenating the three results, worth it from 32x32 pixels.
         """
         pw, _, ph, _, pt, _ = conv._padding
         padding = (0, ph, pw)
