@@ -13,11 +13,11 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+
 from cosmos3_world.policies.evaluate import EpisodeStore, evaluate, make_eval_env, schedule
 from cosmos3_world.policies.specs import make_policy
 from cosmos3_world.policies.stats import mcnemar_exact, mmrv, paired_comparison, pearson, spearman, wilson_interval
 from cosmos3_world.policies.suite import load_suite, suite_from_dict
-
 from cosmos3_world.sim import graded_policies
 
 CLI = [sys.executable, "-m", "cosmos3_world.cli"]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from cosmos3_world.engine.sampler import SamplerConfig
+from cosmos3_world.engine.world import WorldModel
 from cosmos3_world.policies.fidelity import (
     RecordedEpisode,
     plot_drift,
@@ -15,9 +18,6 @@ from cosmos3_world.policies.fidelity import (
     replay_report,
     ssim,
 )
-
-from cosmos3_world.engine.sampler import SamplerConfig
-from cosmos3_world.engine.world import WorldModel
 from cosmos3_world.testing.lerobot import write_lerobot_v3
 from cosmos3_world.testing.tiny import demo_image
 from cosmos3_world.video import write_video
