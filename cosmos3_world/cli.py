@@ -47,6 +47,8 @@ def _rollout(args: argparse.Namespace) -> int:
         print(f"No --model given: using the default model at {model_path}.")
     wm = WorldModel.from_pretrained(model_path, device=args.device, torch_dtype=args.dtype, compile=args.compile)
     wm.sampler.config = _sampler(args, wm.sampler.config)
+    pusht = (args.embodiment or wm.defaults.get("embodiment")) == "pusht"
+    instruction, agent_pos = args.instruction, None
     if args.image:
         from PIL import Image, UnidentifiedImageError
 
@@ -54,17 +56,38 @@ def _rollout(args: argparse.Namespace) -> int:
             image = np.asarray(Image.open(args.image).convert("RGB"))
         except (OSError, UnidentifiedImageError) as e:
             raise UserError(f"--image {args.image}: cannot read it as an image ({e})") from None
+    elif pusht:  # a Push-T world starts where the ground-truth simulator starts, with one of its instructions
+        from .sim import PushSimEnv
+
+        obs, info = PushSimEnv(chunk_size=1).reset(seed=args.seed)
+        image, agent_pos = obs["pixels"], obs["agent_pos"]
+        instruction = args.instruction or info["task"]
     else:
         image = demo_image(64, 64, seed=args.seed)
-    world = wm.reset(image, args.instruction, args.embodiment, seed=args.seed, chunk_size=args.chunk_size)
+    instruction = instruction or "pick up the red block and place it in the bowl"
+    world = wm.reset(image, instruction, args.embodiment, seed=args.seed, chunk_size=args.chunk_size)
+    policy = args.policy
+    if policy == "auto":
+        policy = "expert" if pusht else "scripted"
+    if policy == "expert" and world.embodiment.name != "pusht":
+        raise UserError("--policy expert is the push simulator's scripted expert: it needs a pusht world")
+    expert = None
+    if policy == "expert":
+        from .sim import ExpertPushPolicy
+
+        expert = ExpertPushPolicy(world.chunk_size, seed=args.seed, task=instruction)
     frames = [world.last_frame[None]]
     cfg = wm.sampler.config
-    print(f"{args.chunks} chunks of {world.chunk_size} actions, {world.embodiment.name}, sampler {cfg.solver} "
-          f"{cfg.num_steps} steps, guidance {cfg.guidance_scale}")  # fmt: skip
+    print(f"{args.chunks} chunks of {world.chunk_size} actions, {world.embodiment.name}, policy {policy}, "
+          f"sampler {cfg.solver} {cfg.num_steps} steps, guidance {cfg.guidance_scale}: {instruction!r}")  # fmt: skip
     start = time.perf_counter()
     for chunk in tqdm(range(args.chunks), desc="chunks", unit="chunk"):
-        if args.policy == "model":
+        if policy == "model":
             result = world.predict()
+        elif expert is not None:  # closed loop on the imagined frames: the expert sees what the model imagines
+            actions = expert.act({"pixels": world.last_frame, "agent_pos": agent_pos, "task": instruction})
+            result = world.step(actions)
+            agent_pos = actions[-1]
         else:
             result = world.step(demo_actions(chunk, world.chunk_size, world.embodiment.action_dim))
         frames.append(result.frames)
@@ -90,15 +113,16 @@ def _add_rollout(sub) -> None:
                        formatter_class=HelpFormatter)  # fmt: skip
     r.add_argument("--model", help="bundle directory or hub repo id (unset: the project's default model)")
     r.add_argument("--image", help="start frame (unset: a synthetic scene)")
-    r.add_argument("--instruction", default="pick up the red block and place it in the bowl", help="the task")
+    r.add_argument("--instruction", default=None, help="the task (unset: the simulator's for Push-T, else a demo task)")
     r.add_argument("--embodiment", default=None, help="embodiment name (unset: the model's)")
     r.add_argument("--chunks", type=int, default=8, help="chunks to imagine")
     r.add_argument("--chunk-size", type=int, default=None, help="actions per chunk (unset: the model's)")
     r.add_argument(
         "--policy",
-        choices=["scripted", "model"],
-        default="scripted",
-        help="scripted smooth actions (forward dynamics) or the model's own actions (policy mode)",
+        choices=["auto", "scripted", "expert", "model"],
+        default="auto",
+        help="scripted smooth actions, the push simulator's expert acting on the imagined frames "
+        "(Push-T), or the model's own actions (policy mode); auto: expert for Push-T, else scripted",
     )
     r.add_argument("--steps", type=int, default=None, help="denoising steps per chunk (unset: the model's)")
     r.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (unset: the model's)")
