@@ -177,6 +177,26 @@ def test_processor_expands_image_tokens_and_marks_them(shared):
     assert image.sum(1).tolist() == [per_frame * len(frames), per_frame * 2]
     assert torch.equal(inputs["mm_token_type_ids"].bool(), image)
     assert inputs["attention_mask"][1, 0] == 0 and inputs["attention_mask"][:, -1].all()  # left-padded
+    assert shared.processor.tokens_per_frame(64, 64) == per_frame
+    # mm_token_type_ids give image tokens 2-D (h, w) positions; text tokens have t == h == w
+    pos, _ = shared.model.model.get_rope_index(
+        inputs["input_ids"],
+        inputs["mm_token_type_ids"],
+        inputs["image_grid_thw"],
+        attention_mask=inputs["attention_mask"],
+    )  # [3, B, L]
+    row = pos[:, 0, image[0]]
+    assert (row[1] != row[2]).any() and torch.equal(pos[0, 0, ~image[0]], pos[1, 0, ~image[0]])
+
+
+def test_max_pixels_bounds_the_frame_size(shared):
+    small = ReasonerJudge(shared.model, shared.processor, max_pixels=32 * 32)
+    inputs = small.processor([small.sample(episode(2))], ["a"], torch.device("cpu"), small.max_pixels)
+    assert inputs["image_grid_thw"][:, 1:].tolist() == [[4, 4], [4, 4]]  # 32x32 pixels: 4x4 patches, 2x2 tokens
+    assert small.processor.tokens_per_frame(64, 64, 32 * 32) == 4
+    assert 0.0 <= small.score(episode(2), TASKS[0]) <= 1.0
+    with pytest.raises(ValueError, match="max_pixels"):
+        ReasonerJudge(shared.model, shared.processor, max_pixels=10)
 
 
 def test_frame_sampling():

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ..model.checkpoint import parse_dtype, resolve_directory
+from ..model.checkpoint import parse_dtype
 from .frames import as_frames, sample_indices
-from .loading import load_config, load_reasoner, share_reasoner
+from .loading import load_config, load_reasoner, resolve_root, share_reasoner
 from .processor import ReasonerProcessor
 
 if TYPE_CHECKING:
@@ -35,11 +34,18 @@ DEFAULT_QUESTION = (
 )
 YES_WORDS = ("Yes", "yes")
 NO_WORDS = ("No", "no")
-_ROOT_FILES = ["*.json", "*.jinja", "*.txt", "tokenizer*", "model*.safetensors", "text_tokenizer/*"]
 
 
 class ReasonerJudge:
-    """Success judge of robot episodes by the Cosmos3 Reasoner (transformers `Cosmos3OmniForConditionalGeneration`)."""
+    """Success judge of robot episodes by the Cosmos3 Reasoner (transformers `Cosmos3OmniForConditionalGeneration`).
+
+    num_frames/spacing: frames shown per episode (None: all, up to max_frames) and how they are picked
+    ("uniform", "last", or an int stride; the last frame always). max_tokens: prompt budget (default the
+    model's max_position_embeddings); max_pixels: resize bound per frame (default the image processor's).
+    question: the yes/no prompt, with {instruction} and {num_frames}. Hook attributes (envs/success.py):
+    threshold, at_end (judge only the episode's last chunk), every (else every k-th chunk); reward "score"
+    returns P(yes) from the hook, "success" the bool score >= threshold.
+    """
 
     def __init__(
         self,
@@ -50,6 +56,7 @@ class ReasonerJudge:
         spacing: str | int = "uniform",
         max_frames: int = 32,
         max_tokens: int | None = None,
+        max_pixels: int | None = None,
         question: str = DEFAULT_QUESTION,
         threshold: float = 0.5,
         at_end: bool = True,
@@ -77,6 +84,8 @@ class ReasonerJudge:
         self.processor = processor
         self.num_frames, self.spacing, self.max_frames, self.question = num_frames, spacing, max_frames, question
         self.max_tokens = max_tokens or int(model.config.text_config.max_position_embeddings)
+        self.max_pixels = max_pixels
+        processor._size(max_pixels)  # validates max_pixels
         # success-hook attributes (envs/success.py): judge the whole episode so far, at its end or every k chunks
         self.threshold, self.at_end, self.every, self.episode_frames = float(threshold), bool(at_end), every, True
         self.reward = reward
@@ -101,7 +110,7 @@ class ReasonerJudge:
         copy; the judge runs on the generator's device and dtype) and only the ViT is read; without, transformers
         loads the whole Reasoner from the bundle root (torch_dtype None -> float32, device None -> CPU)."""
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
-        root = Path(resolve_directory(bundle, None, allow_patterns=_ROOT_FILES, **hub))
+        root = resolve_root(bundle, shared=world_model is not None, **hub)
         config = load_config(root)
         dtype = parse_dtype(torch_dtype)
         if world_model is not None:
@@ -149,7 +158,7 @@ class ReasonerJudge:
         tasks = [_instruction(t, i) for i, t in enumerate(instructions)]
         clips = [self.sample(e, name=f"episodes[{i}]") for i, e in enumerate(episodes)]
         texts = [self.question.format(num_frames=len(c), instruction=t) for c, t in zip(clips, tasks)]
-        inputs = self.processor(clips, texts, self.device)
+        inputs = self.processor(clips, texts, self.device, self.max_pixels)
         self._check_length(inputs)
         logits = self.model(**inputs, logits_to_keep=1).logits[:, -1].float()  # [B, vocab]
         yes = torch.logsumexp(logits[:, self.yes_ids], dim=-1)
@@ -163,7 +172,7 @@ class ReasonerJudge:
             raise ValueError(f"question must be a non-empty string, got {question!r}")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-        inputs = self.processor([self.sample(frames)], [question], self.device)
+        inputs = self.processor([self.sample(frames)], [question], self.device, self.max_pixels)
         self._check_length(inputs, extra=max_new_tokens)
         tok = self.processor.tokenizer
         stop = [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} if isinstance(i, int)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..model.checkpoint import CheckpointError
+from ..model.checkpoint import CheckpointError, resolve_directory
 
 if TYPE_CHECKING:
     from transformers import Cosmos3OmniConfig, Cosmos3OmniForConditionalGeneration
@@ -33,6 +34,24 @@ _ATTN_RENAMES = {".self_attn.q_proj.": ".self_attn.to_q.", ".self_attn.k_proj.":
                  ".self_attn.q_norm.": ".self_attn.norm_q.", ".self_attn.k_norm.": ".self_attn.norm_k."}  # fmt: skip
 VISION_PREFIXES = ("blocks.", "merger.", "patch_embed.", "pos_embed.", "deepstack_merger_list.")
 _VISION_MODULE = "model.visual."
+
+
+_SMALL_FILES = ["*.json", "*.jinja", "*.txt", "tokenizer*", "text_tokenizer/*"]
+
+
+def resolve_root(bundle: str | os.PathLike, shared: bool, **hub: Any) -> Path:
+    """The bundle root on disk. A hub repo downloads its config, processor and tokenizer files, then only the
+    weight shards needed: those holding the ViT when the language model comes from a world model, else all."""
+    local = Path(bundle).expanduser()
+    if local.is_dir():
+        return local
+    root = resolve_directory(bundle, None, allow_patterns=_SMALL_FILES, **hub)
+    index = root / "model.safetensors.index.json"
+    shards = ["model*.safetensors"]
+    if shared and index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        shards = sorted({f for k, f in weight_map.items() if k.startswith(VISION_PREFIXES)}) or shards
+    return resolve_directory(bundle, None, allow_patterns=shards, **hub)
 
 
 def generator_name(name: str) -> str:

@@ -72,11 +72,13 @@ class ReasonerProcessor:
         )
 
     def __call__(
-        self, episodes: list[list[np.ndarray]], texts: list[str], device: torch.device
+        self, episodes: list[list[np.ndarray]], texts: list[str], device: torch.device, max_pixels: int | None = None
     ) -> dict[str, torch.Tensor]:
-        """Inputs for B prompts, prompt b showing the frames `episodes[b]` ([H, W, 3] uint8 each) then `texts[b]`."""
+        """Inputs for B prompts, prompt b showing the frames `episodes[b]` ([H, W, 3] uint8 each) then `texts[b]`.
+
+        max_pixels: resize frames to at most this many pixels (default: the image processor's own bound)."""
         images = [f for frames in episodes for f in frames]
-        vision = self.image_processor(images=images, return_tensors="pt")
+        vision = self.image_processor(images=images, return_tensors="pt", **self._size(max_pixels))
         grid = vision["image_grid_thw"]  # [num_images, 3] (t, h, w) in patches
         tokens_per_image = (grid.prod(-1) // self.merge_size**2).tolist()
         rows, start = [], 0
@@ -105,9 +107,23 @@ class ReasonerProcessor:
             "image_grid_thw": grid.to(device),
         }
 
-    def tokens_per_frame(self, height: int, width: int) -> int:
+    def tokens_per_frame(self, height: int, width: int, max_pixels: int | None = None) -> int:
         """Image tokens one [height, width] frame costs (after the processor's resize)."""
-        return self.image_processor.get_number_of_image_patches(height, width) // self.merge_size**2
+        size = self._size(max_pixels).get("size", self.image_processor.size)
+        bounds = {"min_pixels": size["shortest_edge"], "max_pixels": size["longest_edge"]}
+        return self.image_processor.get_number_of_image_patches(height, width, bounds) // self.merge_size**2
+
+    def _size(self, max_pixels: int | None) -> dict[str, Any]:
+        """The image processor's `size` override for a pixel budget ({} keeps its own)."""
+        if max_pixels is None:
+            return {}
+        side = int(self.image_processor.patch_size) * self.merge_size  # one merged patch: the smallest frame
+        if not isinstance(max_pixels, int) or max_pixels < side * side:
+            raise ValueError(
+                f"max_pixels must be an int >= {side * side} (one {side}x{side} merged patch), got {max_pixels!r}"
+            )
+        low = min(int(self.image_processor.size["shortest_edge"]), max_pixels)
+        return {"size": {"shortest_edge": low, "longest_edge": max_pixels}}
 
 
 _IMAGE_KEYS = ("size", "min_pixels", "max_pixels", "image_mean", "image_std", "resample", "do_resize",
