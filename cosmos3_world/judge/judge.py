@@ -120,7 +120,7 @@ class ReasonerJudge:
                     f"torch_dtype={dtype} differs from the world model's generator ({generator.dtype}): a judge "
                     "sharing its weights runs in the generator's dtype (pass torch_dtype=None)"
                 )
-            if device is not None and torch.device(device) != generator.device:
+            if device is not None and not _same_device(torch.device(device), generator.device):
                 raise ValueError(
                     f"device={device} differs from the world model's generator ({generator.device}): a judge sharing "
                     "its weights runs on the generator's device (pass device=None)"
@@ -219,6 +219,11 @@ class ReasonerJudge:
             f"ReasonerJudge(num_frames={self.num_frames}, spacing={self.spacing!r}, threshold={self.threshold}, "
             f"at_end={self.at_end}, every={self.every}, device={self.device}, dtype={self.model.dtype})"
         )
+
+
+def _same_device(asked: torch.device, actual: torch.device) -> bool:
+    """Whether `asked` names `actual` ("cuda" names the current cuda device, whichever index it has)."""
+    return asked.type == actual.type and (asked.index is None or asked.index == actual.index)
 
 
 def _instruction(text: Any, index: int) -> str:
