@@ -37,7 +37,7 @@ from .world_env import (
     step_slots,
 )
 
-_PER_WORLD = ("instruction", "image", "video", "embodiment")
+_PER_WORLD = ("instruction", "image", "video", "embodiment", "task")  # keywords / reset options given per world
 
 
 def _batchable(info: dict[str, Any]) -> dict[str, Any]:
@@ -127,7 +127,8 @@ class Cosmos3WorldVectorEnv(gym.vector.VectorEnv):
         video: Any = None,
         tasks: Sequence[Any] | None = None,
         chunk_size: int | None = None,
-        history: int = 1,
+        history: int | None = None,
+        tier: int | str | None = "auto",
         sampler: Any = None,
         num_steps: int | None = None,
         guidance_scale: float | None = None,
@@ -161,7 +162,7 @@ class Cosmos3WorldVectorEnv(gym.vector.VectorEnv):
             for i in range(self.num_envs)
         ]
         self.settings: WorldSettings = make_settings(
-            wm, starts, chunk_size=chunk_size, history=history, obs_latents=obs_latents,
+            wm, starts, chunk_size=chunk_size, history=history, tier=tier, obs_latents=obs_latents,
             out_of_bounds=out_of_bounds, max_episode_steps=max_episode_steps, render_mode=render_mode,
             success=success,
         )  # fmt: skip
@@ -184,7 +185,7 @@ class Cosmos3WorldVectorEnv(gym.vector.VectorEnv):
     def _per_world(self, name: str, value: Any) -> list[Any]:
         """A keyword's value for each world: a list/tuple of N values, or one value for all."""
         per_world_list = isinstance(value, (list, tuple)) and (
-            name in ("instruction", "embodiment") or all(isinstance(v, np.ndarray) or v is None for v in value)
+            name in ("instruction", "embodiment", "task") or all(isinstance(v, np.ndarray) or v is None for v in value)
         )
         if not per_world_list:
             return [value] * self.num_envs
@@ -234,16 +235,9 @@ class Cosmos3WorldVectorEnv(gym.vector.VectorEnv):
         return self._batched_obs(), infos
 
     def _split_options(self, options: dict[str, Any]) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        for key, value in options.items():
-            per = self._per_world(key, value) if key in (*_PER_WORLD, "task") else [value] * self.num_envs
-            if key == "task" and isinstance(value, (list, tuple)):
-                per = list(value) if len(value) == self.num_envs else None
-                if per is None:
-                    raise ValueError(f"options['task'] holds {len(value)} values for num_envs={self.num_envs}")
-            for i in range(self.num_envs):
-                out[i][key] = per[i]
-        return out
+        """Reset options per world: per-world keys may hold a list of N values, the others apply to all."""
+        per = {k: self._per_world(k, v) if k in _PER_WORLD else [v] * self.num_envs for k, v in options.items()}
+        return [{k: v[i] for k, v in per.items()} for i in range(self.num_envs)]
 
     def _reset_world(self, i: int, seed: int | None, options: dict[str, Any] | None) -> dict[str, Any]:
         view = self.envs[i]

@@ -73,6 +73,7 @@ class WorldSettings:
     model: WorldModel  # the (shared) model, with this env's sampler
     chunk_size: int
     history: int
+    tier: Any  # resolution tier passed to WorldModel.reset ("auto": the bundle's default)
     action_dim: int  # the embodiment's raw action width
     action_low: np.ndarray  # [dim] float32
     action_high: np.ndarray  # [dim] float32
@@ -198,11 +199,16 @@ def sampler_config(model: WorldModel, sampler: Any, num_steps: Any, guidance_sca
     return replace(base, **overrides) if overrides else base  # SamplerConfig validates in __post_init__
 
 
+def bundle_defaults(model: WorldModel) -> dict[str, Any]:
+    """The bundle's own defaults (model_index.json `_cosmos3_world`: embodiment, chunk_size, history, tier, sampler)."""
+    return dict(getattr(model, "defaults", None) or {})
+
+
 def resolve_embodiment(model: WorldModel, embodiment: Any) -> Embodiment:
-    """The Embodiment for the keyword (a name or an Embodiment), checked against the model."""
+    """The Embodiment for the keyword (a name or an Embodiment; None: the bundle's, else Push-T), checked."""
     from cosmos3_world.engine.embodiments import Embodiment
 
-    emb = DEFAULT_EMBODIMENT if embodiment is None else embodiment
+    emb = bundle_defaults(model).get("embodiment", DEFAULT_EMBODIMENT) if embodiment is None else embodiment
     if not isinstance(emb, (str, Embodiment)):
         raise ValueError(f"embodiment must be a name or an Embodiment, got {type(emb).__name__}")
     emb = emb if isinstance(emb, Embodiment) else model.embodiments.get(emb)  # lists the known names
@@ -240,6 +246,7 @@ def make_settings(
     *,
     chunk_size: Any,
     history: Any,
+    tier: Any,
     obs_latents: Any,
     out_of_bounds: Any,
     max_episode_steps: Any,
@@ -248,10 +255,15 @@ def make_settings(
 ) -> WorldSettings:
     """Validate the keywords every world shares and derive the spaces (one action space for all worlds)."""
     tf, sf = model.codec.temporal_factor, model.codec.spatial_factor
-    chunk_size = _check_int(DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size, "chunk_size")
+    defaults = bundle_defaults(model)
+    chunk_size = _check_int(defaults.get("chunk_size", DEFAULT_CHUNK_SIZE) if chunk_size is None else chunk_size,
+                            "chunk_size")  # fmt: skip
     if chunk_size % tf:
         raise ValueError(f"chunk_size must be a multiple of the codec's temporal factor {tf}, got {chunk_size}")
-    history = _check_int(history, "history")
+    history = _check_int(defaults.get("history", 1) if history is None else history, "history")
+    if tier != "auto" and tier is not None and (not isinstance(tier, (int, np.integer)) or isinstance(tier, bool)):
+        raise ValueError(f"tier must be 'auto' (the model's default), None (frames at their own size) or an int "
+                         f"resolution tier, got {tier!r}")  # fmt: skip
     max_episode_steps = _check_int(max_episode_steps, "max_episode_steps", allow_none=True)
     if render_mode is not None and render_mode not in RENDER_MODES:
         raise ValueError(f"render_mode must be None or one of {list(RENDER_MODES)}, got {render_mode!r}")
@@ -288,7 +300,7 @@ def make_settings(
         obs["latents"] = spaces.Box(-np.inf, np.inf, (model.codec.latent_channels, h // sf, w // sf), np.float32)
     push_tasks = all(isinstance(s.source, PushSimTasks) for s in starts)
     return WorldSettings(
-        model=model, chunk_size=chunk_size, history=history, action_dim=emb.action_dim, action_low=low,
+        model=model, chunk_size=chunk_size, history=history, tier=tier, action_dim=emb.action_dim, action_low=low,
         action_high=high, frame_shape=frame_shape, agent_pos=agent_pos, obs_latents=bool(obs_latents),
         out_of_bounds=out_of_bounds, max_episode_steps=max_episode_steps, render_mode=render_mode,
         judge=make_judge(success, push_tasks), render_fps=float(emb.control_hz) / chunk_size,
@@ -375,9 +387,10 @@ class WorldSlot:
         if not isinstance(instruction, str):
             raise ValueError(f"options['instruction'] must be a str, got {type(instruction).__name__}")
         world_seed = int(np_random.integers(2**63 - 1))
+        tier = {} if self.settings.tier == "auto" else {"tier": self.settings.tier}
         self.world = model.reset(
             image=task.image, video=task.video, instruction=instruction, embodiment=emb, seed=world_seed,
-            chunk_size=self.settings.chunk_size, history=self.settings.history, world=self.world,
+            chunk_size=self.settings.chunk_size, history=self.settings.history, world=self.world, **tier,
         )  # fmt: skip
         self.embodiment, self.task, self.instruction = emb, task, instruction
         self.elapsed, self.prediction = 0, None
@@ -448,6 +461,8 @@ class WorldSlot:
         }
         if predicted is not None:
             info["predicted_actions"] = predicted  # [chunk, dim] float32 raw model prediction
+        if verdict is not NOT_JUDGED:
+            info["success_score"] = float(verdict.reward)  # the hook's score, kept so runs can be re-thresholded
         return self.observation(), float(verdict.reward), bool(terminated), bool(truncated), info
 
     def observation(self) -> dict[str, np.ndarray]:
@@ -523,12 +538,13 @@ class Cosmos3WorldEnv(gym.Env):
       model          None (the default model: embedded Push-T world, or its tiny stand-in until shipped), a bundle
                      directory or hub repo id (loaded once per (path, device, dtype) in `model_cache`), or a
                      loaded WorldModel (shared as is)
-      embodiment     name or Embodiment (default "pusht")
+      embodiment     name or Embodiment (default: the bundle's, else "pusht")
       instruction    the instruction (Push-T simulator starts: names the goal, e.g. "... onto the blue target")
       image / video  start frame [H, W, 3] / frames [T, H, W, 3] uint8;  tasks: list of Task or dicts
                      {instruction, image|video[, agent_pos]} drawn per episode. Push-T without any: the simulator's
                      start states
-      chunk_size     actions per step (default 4); history: latent frames of context (default 1)
+      chunk_size     actions per step; history: latent frames of context; tier: resolution tier of the conditioning
+                     canvas (None: frames at their own size). Defaults: the bundle's, else 4, 1 and the engine's
       sampler        SamplerConfig or dict; num_steps, guidance_scale, solver override its fields
       device, dtype  where and in what the model is loaded (paths and repo ids only)
       max_episode_steps  steps (chunks) before truncation (None: never; gym.make's TimeLimit also works)
@@ -551,7 +567,8 @@ class Cosmos3WorldEnv(gym.Env):
         video: Any = None,
         tasks: Sequence[Any] | None = None,
         chunk_size: int | None = None,
-        history: int = 1,
+        history: int | None = None,
+        tier: int | str | None = "auto",
         sampler: Any = None,
         num_steps: int | None = None,
         guidance_scale: float | None = None,
@@ -570,7 +587,7 @@ class Cosmos3WorldEnv(gym.Env):
         emb = resolve_embodiment(wm, embodiment)
         start = make_start(emb, instruction, image, video, tasks)
         self.settings = make_settings(
-            wm, [start], chunk_size=chunk_size, history=history, obs_latents=obs_latents,
+            wm, [start], chunk_size=chunk_size, history=history, tier=tier, obs_latents=obs_latents,
             out_of_bounds=out_of_bounds, max_episode_steps=max_episode_steps, render_mode=render_mode,
             success=success,
         )  # fmt: skip

@@ -11,11 +11,11 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from cosmos3_world.envs import Cosmos3WorldEnv, ModelCache, Task, default_model_path
-from cosmos3_world.envs import models as env_models
 from gymnasium.utils.env_checker import check_env
 
 import cosmos3_world  # noqa: F401  (registers the gym ids)
+from cosmos3_world.envs import Cosmos3WorldEnv, ModelCache, Task, default_model_path
+from cosmos3_world.envs import models as env_models
 from cosmos3_world.sim import PushSimEnv, push_spaces
 from cosmos3_world.testing.tiny import demo_image
 
@@ -158,6 +158,21 @@ def test_model_shared_between_envs(make, tiny_bundle):
     assert a.model.sampler.config.num_steps == 2 and b.model.sampler.config.num_steps == 3
     c = make(model=a.model)  # a loaded WorldModel is used as is
     assert c.model is a.model
+
+
+def test_bundle_defaults_are_honoured(make):
+    import copy
+
+    model = copy.copy(make().model)  # a view of the same weights with a bundle's defaults block
+    model.defaults = {"chunk_size": 2, "history": 2, "tier": None}
+    env = make(model=model)
+    env.reset(seed=0)
+    assert env.action_space.shape == (2, 2) and env.world.history == 2 and env.world.tier is None
+    env = make(model=model, chunk_size=4, history=1)  # keywords win
+    env.reset(seed=0)
+    assert env.action_space.shape == (4, 2) and env.world.history == 1
+    with pytest.raises(ValueError, match="tier"):
+        make(tier="big")
 
 
 def _rollout(env, seed, steps=2):

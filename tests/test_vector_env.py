@@ -6,11 +6,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from cosmos3_world.envs import Cosmos3WorldEnv, Cosmos3WorldVectorEnv
-from cosmos3_world.policies import LeRobotPolicy
 from gymnasium.vector import AutoresetMode
 
 import cosmos3_world  # noqa: F401  (registers the gym ids)
+from cosmos3_world.envs import Cosmos3WorldEnv, Cosmos3WorldVectorEnv
+from cosmos3_world.policies import LeRobotPolicy
 from cosmos3_world.testing.tiny import demo_image
 
 FAST = dict(num_steps=2, guidance_scale=1.0)
@@ -142,6 +142,16 @@ def test_per_world_keywords(make_vec):
         make_vec(2, instruction=["a", "b", "c"], image=demo_image())
     with pytest.raises(ValueError, match="autoreset_mode"):
         make_vec(2, autoreset_mode="sometimes")
+
+
+def test_per_world_reset_options(make_vec):
+    from cosmos3_world.sim import TASKS
+
+    env = make_vec(2)
+    env.reset(seed=0, options={"task": [0, 2]})
+    assert env.call("task") == (TASKS[0], TASKS[2])
+    env.reset(seed=0, options={"task": 1})
+    assert env.call("task") == (TASKS[1], TASKS[1])
 
 
 def test_rejected_actions_leave_the_vector_env_usable(make_vec):
