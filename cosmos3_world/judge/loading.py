@@ -99,7 +99,9 @@ def check_compatible(config: "Cosmos3OmniConfig", generator: "Cosmos3Generator")
 
 @contextlib.contextmanager
 def parameters_on_meta() -> Iterator[None]:
-    """Modules built inside get their parameters on the meta device (no memory); buffers are made for real."""
+    """Modules built inside get their parameters on the meta device (no memory); buffers are made for real.
+
+    Patches `nn.Module.register_parameter` process-wide while active (as accelerate's init_empty_weights does)."""
     original = nn.Module.register_parameter
 
     def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
