@@ -110,6 +110,16 @@ def test_shared_parameters_are_the_generators_storage(shared, world_model):
     assert shared.model.lm_head.weight.data_ptr() == world_model.generator.lm_head.weight.data_ptr()
 
 
+def test_building_and_running_a_shared_judge_leaves_the_generator_untouched(bundle, world_model):
+    gen = world_model.generator
+    before = {n: (p, p.detach().clone()) for n, p in gen.named_parameters()}
+    judge = ReasonerJudge.from_pretrained(bundle, world_model)
+    judge.score(episode(2), TASKS[0])
+    after = dict(gen.named_parameters())
+    assert after.keys() == before.keys()
+    assert all(after[n] is p and torch.equal(p, value) for n, (p, value) in before.items())
+
+
 def test_extra_memory_is_the_vision_encoders(shared, world_model):
     gen = world_model.generator
     before = unique_bytes([*gen.parameters(), *gen.buffers()])
