@@ -308,7 +308,67 @@ def _add_rank(sub) -> None:
     r.set_defaults(func=_rank)
 
 
-COMMANDS = [_add_rollout, _add_build_tiny, _add_training, _add_eval, _add_replay, _add_rank]
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    import torch
+
+    from .engine.world import WorldModel
+    from .envs.models import default_model_path
+    from .serving import ServerConfig, run_server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    size = args.image_size.lower().split("x")
+    if len(size) != 2 or not all(s.isdigit() and int(s) > 0 for s in size):
+        raise UserError(f"--image-size must be HxW, e.g. 64x64, got {args.image_size!r}")
+    api_key = args.api_key or os.environ.get("COSMOS3_WORLD_API_KEY") or None
+    config = ServerConfig(
+        host=args.host, port=args.port, api_key=api_key, embodiment=args.embodiment, chunk_size=args.chunk_size,
+        image_size=(int(size[0]), int(size[1])), max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+        max_sessions=args.max_sessions,
+    )  # fmt: skip
+    torch.set_grad_enabled(False)
+    model_path = args.model or default_model_path()
+    wm = WorldModel.from_pretrained(model_path, device=args.device, torch_dtype=args.dtype)
+    wm.sampler.config = _sampler(args, wm.sampler.config)
+    if api_key is None:
+        print("No API key (--api-key or $COSMOS3_WORLD_API_KEY): any client may connect.", flush=True)
+
+    def ready(server) -> None:
+        print(f"serving {model_path} on ws://{args.host}:{server.port} (healthz: http://{args.host}:{server.port}"
+              f"/healthz; embodiment {server.embodiment.name}, chunk {server.chunk_size})", flush=True)  # fmt: skip
+
+    try:
+        run_server(wm, config, ready=ready)
+    except OSError as e:  # e.g. the port is taken
+        raise UserError(f"cannot listen on {args.host}:{args.port} ({e.strerror or e})") from None
+    return 0
+
+
+def _add_serve(sub) -> None:
+    s = sub.add_parser("serve", help="serve the model to robot controllers over OpenPI's websocket protocol",
+                       formatter_class=HelpFormatter)  # fmt: skip
+    s.add_argument("--model", default=None, help="world model bundle or hub repo id (unset: the default model)")
+    s.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    s.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port)")
+    s.add_argument("--api-key", default=None,
+                   help="require `Authorization: Api-Key <key>` (unset: $COSMOS3_WORLD_API_KEY if set)")  # fmt: skip
+    s.add_argument("--embodiment", default=None, help="default embodiment of requests (unset: the model's, else pusht)")
+    s.add_argument("--chunk-size", type=int, default=None, help="actions per request (unset: the model's, else 4)")
+    s.add_argument("--image-size", default="64x64", help="HxW of the observation images")
+    s.add_argument("--max-batch", type=int, default=16, help="requests batched into one forward (1: serial)")
+    s.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for batch mates")
+    s.add_argument("--max-sessions", type=int, default=256, help="worlds kept between calls (LRU, 10 min idle expiry)")
+    s.add_argument("--steps", type=int, default=None, help="denoising steps per chunk (unset: the model's)")
+    s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (unset: the model's)")
+    s.add_argument("--solver", choices=["unipc", "euler"], default=None, help="ODE solver (unset: the model's)")
+    s.add_argument("--device", default=None, help="e.g. cuda (unset: cpu)")
+    s.add_argument("--dtype", default=None, help="generator dtype, e.g. bfloat16 (unset: float32)")
+    s.set_defaults(func=_serve)
+
+
+COMMANDS = [_add_rollout, _add_build_tiny, _add_training, _add_eval, _add_replay, _add_rank, _add_serve]
 
 
 def main(argv: list[str] | None = None) -> int:
