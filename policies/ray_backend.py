@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .evaluate import EpisodeSpec, _Run, make_manifest, run_wave
+from .runner import EpisodeSpec, EvaluationRun, make_manifest, run_wave
 from .suite import SuiteTask, TaskSuite, load_suite
 
 
@@ -21,7 +21,7 @@ class _Worker:
     """A Ray actor: one vector env (one model) and the named policies, running waves on request."""
 
     def __init__(self, env_spec: Mapping[str, Any], policy_specs: Mapping[str, str], seed: int):
-        from .evaluate import make_eval_env
+        from .runner import make_eval_env
         from .specs import make_policy
 
         self.env = make_eval_env(env_spec["id"], int(env_spec.get("num_envs", 1)), **dict(env_spec.get("kwargs", {})))
@@ -29,9 +29,9 @@ class _Worker:
 
     def describe(self) -> tuple[dict[str, Any], float]:
         """The env as the manifest records it, and its render fps (for the videos)."""
-        from .evaluate import _render_fps, describe_env
+        from .runner import describe_env, render_fps
 
-        return describe_env(self.env), _render_fps(self.env)
+        return describe_env(self.env), render_fps(self.env)
 
     def pid(self) -> int:
         return os.getpid()
@@ -92,7 +92,7 @@ def evaluate_ray(
     manifest = make_manifest(suite, int(seed), num_envs, max_steps, specs, None, None)
     manifest["env"] = {**env_description, "id": env_spec["id"], "kwargs": dict(env_spec.get("kwargs", {}))}
     manifest["backend"] = {"name": "ray", "workers": workers}
-    run = _Run(manifest, out, resume, videos, progress)
+    run = EvaluationRun(manifest, out, resume, videos, progress)
     tasks = {t.name: t for t in suite.tasks}
     queue = [(name, wave, 0) for name in specs for wave in run.pending_waves(name)]
     running: dict[Any, tuple[Any, str, list[EpisodeSpec], int]] = {}  # ref -> (actor, policy, wave, tries)

@@ -14,7 +14,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from cosmos3_world.policies.evaluate import EpisodeStore, evaluate, make_eval_env, schedule
+from cosmos3_world.policies.evaluate import evaluate, make_eval_env
+from cosmos3_world.policies.runner import EpisodeStore, schedule
 from cosmos3_world.policies.specs import make_policy
 from cosmos3_world.policies.stats import mcnemar_exact, mmrv, paired_comparison, pearson, spearman, wilson_interval
 from cosmos3_world.policies.suite import load_suite, suite_from_dict
