@@ -316,8 +316,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .engine.world import WorldModel
     from .envs.models import default_model_path
-    from .serving import ServerConfig, run_server
 
+    try:
+        from .serving import ServerConfig, run_server
+    except ImportError as e:
+        raise UserError(f"serving needs websockets and msgpack: pip install 'cosmos3-world[serve]' ({e})") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     size = args.image_size.lower().split("x")
     if len(size) != 2 or not all(s.isdigit() and int(s) > 0 for s in size):
