@@ -8,6 +8,8 @@ from contextlib import contextmanager
 import gymnasium as gym
 import numpy as np
 import pytest
+
+import cosmos3_world  # noqa: F401  (registers the gym ids)
 from cosmos3_world.envs import Cosmos3WorldEnv
 from cosmos3_world.policies import (
     LeRobotPolicy,
@@ -18,8 +20,6 @@ from cosmos3_world.policies import (
     ScriptedPolicy,
     WorldModelPolicy,
 )
-
-import cosmos3_world  # noqa: F401  (registers the gym ids)
 from cosmos3_world.sim import PushSimEnv, graded_policies
 
 FAST = dict(num_steps=2, guidance_scale=1.0)
@@ -147,8 +147,12 @@ def openpi_server(horizon: int = 10, dim: int = 2, fail_on: str | None = None):
     """A tiny policy server on loopback speaking OpenPI's websocket protocol (as openpi's WebsocketPolicyServer):
     a msgpack metadata frame on connect, one msgpack reply (actions [H, D], server_timing) per observation, a
     text traceback and close 1011 on error, GET /healthz -> 200."""
-    from openpi_client import msgpack_numpy
     from websockets.sync.server import serve
+
+    try:  # OpenPI's own wire format when openpi-client is installed; ours (the same bytes) otherwise
+        from openpi_client import msgpack_numpy
+    except ImportError:
+        from cosmos3_world.policies import openpi as msgpack_numpy
 
     seen: dict = {"requests": [], "headers": []}
 
@@ -181,14 +185,32 @@ def openpi_server(horizon: int = 10, dim: int = 2, fail_on: str | None = None):
             thread.join(5)
 
 
-def test_openpi_client_policy(envs):
-    pytest.importorskip("openpi_client")
+def test_our_wire_format_is_openpis():
+    msgpack_numpy = pytest.importorskip("openpi_client.msgpack_numpy")
+    from cosmos3_world.policies.openpi import packb, unpackb
+
+    obs = {"observation/image": np.arange(12, dtype=np.uint8).reshape(2, 2, 3), "prompt": "x", "n": np.float32(2)}
+    assert packb(obs) == msgpack_numpy.packb(obs)
+    back = unpackb(msgpack_numpy.packb(obs))
+    np.testing.assert_array_equal(back["observation/image"], obs["observation/image"])
+    with pytest.raises(ValueError, match="dtype"):
+        packb({"bad": np.array([object()])})
+
+
+@pytest.mark.parametrize("client", ["openpi", "builtin"])
+def test_openpi_client_policy(envs, client):
+    if client == "openpi":
+        pytest.importorskip("openpi_client")
     import urllib.request
 
     single, vector = envs
     with openpi_server() as (port, seen):
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status == 200
-        policy = OpenPIClientPolicy(single, "127.0.0.1", port, api_key="secret")
+        policy = OpenPIClientPolicy(single, "127.0.0.1", port, api_key="secret", client=client)
+        if client == "openpi":
+            from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+            assert isinstance(policy.client, WebsocketClientPolicy)
         assert policy.metadata == {"policy": "toy", "action_horizon": 10}
         assert seen["headers"][-1] == "Api-Key secret"
         actions = drive(single, policy)
@@ -196,13 +218,14 @@ def test_openpi_client_policy(envs):
         assert request["observation/image"].shape == (64, 64, 3) and request["observation/image"].dtype == np.uint8
         assert request["prompt"] == single.task_description and request["observation/state"].dtype == np.float32
         assert actions[0].shape == (4, 2) and policy.last_server_timing == {"infer_ms": 1.0}
-        assert drive(vector, OpenPIClientPolicy(vector, f"ws://127.0.0.1:{port}", None))[0].shape == (2, 4, 2)
+        vector_policy = OpenPIClientPolicy(vector, f"ws://127.0.0.1:{port}", None, client=client)
+        assert drive(vector, vector_policy)[0].shape == (2, 4, 2)
         policy.close()
     with openpi_server(fail_on="boom") as (port, _):
-        policy = OpenPIClientPolicy(single, "127.0.0.1", port)
+        policy = OpenPIClientPolicy(single, "127.0.0.1", port, client=client)
         obs, _ = single.reset(seed=0)
         with pytest.raises(RuntimeError, match="toy failure"):
             policy.act({**obs, "task": "boom"})
     with openpi_server(horizon=2) as (port, _):
         with pytest.raises(RuntimeError, match="at least"):
-            OpenPIClientPolicy(single, "127.0.0.1", port).act({**obs, "task": "x"})
+            OpenPIClientPolicy(single, "127.0.0.1", port, client=client).act({**obs, "task": "x"})
