@@ -65,7 +65,7 @@ class Judge:
 
     def judge(self, frames: Sequence[np.ndarray], tasks: Sequence[str]) -> list[Judgement]:
         """Verdicts for several worlds (one batched call when the hook has `batch`)."""
-        if self.batch is not None and len(frames) > 1:
+        if self.batch is not None:
             results = list(self.batch(list(frames), list(tasks)))
             if len(results) != len(frames):
                 raise ValueError(f"success hook's batch() returned {len(results)} results for {len(frames)} worlds")

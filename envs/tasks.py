@@ -90,10 +90,10 @@ class TaskList:
         if isinstance(tasks, (str, bytes, Mapping, Task)) or not isinstance(tasks, Sequence) or not tasks:
             raise ValueError("tasks must be a non-empty list of Task or dicts with instruction and image/video")
         self.tasks = [as_task(t, f"tasks[{i}]") for i, t in enumerate(tasks)]
-        shapes = {t.frame_shape for t in self.tasks}
-        if len(shapes) != 1:
-            raise ValueError(f"every task's start frames must have one size (the observation space), got {shapes}")
-        self.frame_shape = shapes.pop()
+        shapes = {t.frames.shape for t in self.tasks}
+        if len(shapes) != 1:  # one size for the observation space, one length so that vector infos batch
+            raise ValueError(f"every task's start frames must have one shape [T, H, W, 3], got {sorted(shapes)}")
+        self.frame_shape = self.tasks[0].frame_shape
 
     def sample(self, np_random: np.random.Generator, seed: int | None, task: Any = None) -> Task:
         if task is None:

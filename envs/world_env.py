@@ -13,7 +13,7 @@ Action       Box(low, high, (chunk_size, raw_action_dim), float32) within the em
              changes nothing: the env goes on as if the call had not happened.
 Reward       from the success hook (`success=`, see `success.py`): 0 and never terminated without one;
              truncation at `max_episode_steps`.
-Info         frames [chunk, H, W, 3] uint8 (every new frame of the chunk; the start frames on reset),
+Info         frames [chunk, H, W, 3] uint8 (every new frame of the chunk; reset: start_frames [T0, H, W, 3]),
              actions [chunk, dim] float32 (as executed), predicted_actions [chunk, dim] (policy mode only),
              is_success, task, elapsed_steps, timings (`Timings`: model_s, judge_s, step_s; a dict of
              arrays in the vector env).
@@ -402,7 +402,7 @@ class WorldSlot:
             self.latent = self._encode(self.frame)
         self.episode = [frames.copy()] if self._keeps_episode else []
         self.render_list = [f for f in frames] if self.settings.render_mode == "rgb_array_list" else []
-        info = {"frames": frames.copy(), "is_success": False, "task": instruction, "elapsed_steps": 0}
+        info = {"start_frames": frames.copy(), "is_success": False, "task": instruction, "elapsed_steps": 0}
         return self.observation(), info
 
     @property

@@ -227,7 +227,7 @@ def test_step_info_and_truncation(make):
     env = make(max_episode_steps=2, obs_latents=True)
     obs, info = env.reset(seed=0)
     assert env.observation_space.contains(obs) and obs["latents"].shape == (48, 16, 16)
-    assert info["frames"].shape == (1, 64, 64, 3)
+    assert info["start_frames"].shape == (1, 64, 64, 3)
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     assert env.observation_space.contains(obs)
     assert info["frames"].shape == (4, 64, 64, 3) and info["frames"].dtype == np.uint8
@@ -251,7 +251,10 @@ def test_reset_options(make):
     with pytest.raises(ValueError, match="unknown reset options"):
         env.reset(options={"instructions": "x"})
     env.step(env.action_space.sample())  # still usable
-    tasks = [Task("a", image=demo_image(seed=1)), {"instruction": "b", "video": np.stack([demo_image(seed=2)] * 3)}]
+    tasks = [
+        Task("a", video=np.stack([demo_image(seed=1)] * 3)),
+        {"instruction": "b", "video": np.stack([demo_image(seed=2)] * 3)},
+    ]
     env = make(embodiment="bridge_orig_lerobot", tasks=tasks)
     seen = {env.reset(seed=s)[1]["task"] for s in range(8)}
     assert seen == {"a", "b"}

@@ -70,8 +70,8 @@ def test_next_step_autoreset(make_vec):
     assert truncated.all() and not terminated.any()
     obs, reward, terminated, truncated, info = env.step(_actions(env))  # the reset step
     assert (reward == 0).all() and not (terminated | truncated).any()
-    assert (info["elapsed_steps"] == 0).all() and info["frames"].shape == (2, 1, 64, 64, 3)
-    np.testing.assert_array_equal(obs["pixels"], info["frames"][:, 0])
+    assert (info["elapsed_steps"] == 0).all() and info["start_frames"].shape == (2, 1, 64, 64, 3)
+    np.testing.assert_array_equal(obs["pixels"], info["start_frames"][:, 0])
     _, _, _, _, info = env.step(_actions(env))
     assert (info["elapsed_steps"] == 1).all()
 
@@ -87,7 +87,32 @@ def test_same_step_autoreset(make_vec):
     np.testing.assert_array_equal(info["final_obs"][0]["pixels"], final_frames[0, -1])
     assert isinstance(info["final_info"]["is_success"], np.ndarray)  # LeRobot reads final_info["is_success"]
     assert (info["elapsed_steps"] == 0).all()  # obs and info are already the next episode's
-    np.testing.assert_array_equal(obs["pixels"], info["frames"][:, 0])
+    np.testing.assert_array_equal(obs["pixels"], info["start_frames"][:, 0])
+
+
+class FirstWorldSucceeds:
+    """A batched judge: world 0 succeeds, the others never do."""
+
+    def __call__(self, frames, task):
+        raise AssertionError("the vector env calls batch()")
+
+    def batch(self, frames_list, tasks):
+        return [i == 0 for i in range(len(frames_list))]
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_autoreset_of_some_worlds_only(make_vec, mode):
+    env = make_vec(2, autoreset_mode=mode, success=FirstWorldSucceeds())
+    env.reset(seed=0)
+    _, reward, terminated, _, info = env.step(_actions(env))
+    assert terminated.tolist() == [True, False] and reward.tolist() == [1.0, 0.0]
+    if mode == AutoresetMode.SAME_STEP:
+        assert info["_final_info"].tolist() == [True, False] and info["_start_frames"].tolist() == [True, False]
+        assert info["_frames"].tolist() == [False, True]
+    _, _, _, _, info = env.step(_actions(env))  # NEXT_STEP: world 0 resets; SAME_STEP: succeeds again, resets
+    assert info["elapsed_steps"].tolist() == [0, 2] and [w.num_chunks for w in env.worlds] == [0, 2]
+    if mode == AutoresetMode.SAME_STEP:
+        assert info["final_info"]["elapsed_steps"][0] == 1
 
 
 def test_disabled_autoreset_and_reset_mask(make_vec):
@@ -101,7 +126,7 @@ def test_disabled_autoreset_and_reset_mask(make_vec):
     before = [w.num_chunks for w in env.worlds]
     mask = np.array([True, False, True])
     new_obs, info = env.reset(seed=10, options={"reset_mask": mask})
-    assert info["_frames"].tolist() == [True, False, True]
+    assert info["_start_frames"].tolist() == [True, False, True]
     np.testing.assert_array_equal(new_obs["pixels"][1], obs["pixels"][1])  # untouched
     assert [w.num_chunks for w in env.worlds] == [0, before[1], 0]
     with pytest.raises(ValueError, match="reset_mask"):
