@@ -77,7 +77,7 @@ class WorldSettings:
     action_dim: int  # the embodiment's raw action width
     action_low: np.ndarray  # [dim] float32
     action_high: np.ndarray  # [dim] float32
-    frame_shape: tuple[int, int, int]  # (H, W, 3)
+    frame_shape: tuple[int, int, int]  # (H, W, 3) of the frames the model imagines (and of the observation)
     agent_pos: bool  # Push-T: observe the commanded position
     obs_latents: bool
     out_of_bounds: str
@@ -281,10 +281,13 @@ def make_settings(
     shapes = {s.source.frame_shape for s in starts}
     if len(shapes) != 1:
         raise ValueError(f"every world's start frames must have one size (the observation space), got {shapes}")
-    frame_shape = shapes.pop()
+    # The frames the model imagines: the start frames as it sees them (a resolution tier may downscale them).
+    probe = starts[0].source.sample(np.random.default_rng(0), 0)
+    tier_kw = {} if tier == "auto" else {"tier": tier}
+    world = model.reset(image=probe.image, video=probe.video, instruction=probe.instruction, embodiment=emb, seed=0,
+                        chunk_size=chunk_size, history=history, **tier_kw)  # fmt: skip
+    frame_shape = tuple(world.last_frame.shape)  # (H, W, 3)
     h, w = frame_shape[:2]
-    if h % sf or w % sf:
-        raise ValueError(f"start frames must be multiples of the codec's spatial factor {sf}, got {h}x{w}")
 
     if emb.normalized:
         low, high = np.asarray(emb.action_low, np.float32), np.asarray(emb.action_high, np.float32)
@@ -360,12 +363,14 @@ class WorldSlot:
         if unknown:
             raise ValueError(f"unknown reset options {unknown}; expected some of {list(RESET_OPTIONS)}")
         model = self.settings.model
-        emb = self.embodiment
+        emb = base = self.start.embodiment  # options hold for one episode
         if opts.get("embodiment") is not None:
             emb = resolve_embodiment(model, opts["embodiment"])
             if (emb.action_dim, emb.action_low, emb.action_high) != (
-                self.embodiment.action_dim, self.embodiment.action_low, self.embodiment.action_high
-            ):  # fmt: skip
+                base.action_dim,
+                base.action_low,
+                base.action_high,
+            ):
                 raise ValueError(f"options['embodiment'] {emb.name!r} has another action space than the env's")
         if trial:
             task = self.start.source.sample(np.random.default_rng(0), 0, opts.get("task"))
@@ -380,8 +385,8 @@ class WorldSlot:
             image = None if opts.get("image") is None else as_frames(opts["image"], "options['image']")
             video = None if opts.get("video") is None else as_frames(opts["video"], "options['video']", video=True)
             task = Task(task.instruction, image, video, task.agent_pos)
-            if task.frame_shape != self.settings.frame_shape:
-                raise ValueError(f"start frames must be {self.settings.frame_shape}, got {task.frame_shape}")
+            if task.frame_shape != self.start.source.frame_shape:
+                raise ValueError(f"start frames must be {self.start.source.frame_shape}, got {task.frame_shape}")
         instruction = opts.get("instruction", self.start.instruction)
         instruction = task.instruction if instruction is None else instruction
         if not isinstance(instruction, str):
@@ -395,7 +400,7 @@ class WorldSlot:
         self.embodiment, self.task, self.instruction = emb, task, instruction
         self.elapsed, self.prediction = 0, None
         frames = task.frames
-        self.frame = frames[-1].copy()
+        self.frame = self.world.last_frame.copy()  # the start as the model sees it (a tier may downscale it)
         if self.settings.agent_pos:
             self.agent_pos = np.zeros(2, np.float32) if task.agent_pos is None else task.agent_pos.astype(np.float32)
         if self.settings.obs_latents:

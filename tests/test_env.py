@@ -175,6 +175,13 @@ def test_bundle_defaults_are_honoured(make):
         make(tier="big")
 
 
+def test_observation_is_the_frame_the_model_sees(make):
+    env = make(embodiment="bridge_orig_lerobot", image=demo_image(480, 640), tier=256)  # the tier downscales
+    assert env.observation_space["pixels"].shape == (240, 320, 3)
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs) and info["start_frames"].shape == (1, 480, 640, 3)
+
+
 def _rollout(env, seed, steps=2):
     obs, _ = env.reset(seed=seed)
     frames = [obs["pixels"]]
@@ -246,6 +253,8 @@ def test_reset_options(make):
     np.testing.assert_array_equal(obs["pixels"], demo_image(seed=3))
     env.reset(seed=0, options={"embodiment": "droid_lerobot"})  # same width and bounds
     assert env.unwrapped.world.embodiment.name == "droid_lerobot"
+    env.reset(seed=0)  # options hold for one episode
+    assert env.unwrapped.world.embodiment.name == "bridge_orig_lerobot"
     with pytest.raises(ValueError, match="action space"):
         env.reset(options={"embodiment": "pusht"})
     with pytest.raises(ValueError, match="unknown reset options"):
