@@ -65,7 +65,9 @@ def test_default_model_is_built_once_and_cached(tmp_path, monkeypatch, tiny_bund
     first = default_model_path()
     assert first.parent == tmp_path / "cache" and (first / "model_index.json").is_file()
     assert default_model_path() == first and len(builds) == 1  # cached on disk, not rebuilt
-    env = gym.make("Cosmos3World-v0", **FAST)  # no model: the default one
+    env = gym.make("Cosmos3World-v0")  # no argument at all: the default model with its own settings
+    env.reset(seed=0)
+    assert env.observation_space.contains(env.step(env.action_space.sample())[0])
     other = gym.make("cosmos3_world:Cosmos3World-v0", **FAST).unwrapped.model
     assert env.unwrapped.model.generator is other.generator  # one copy of the weights
     assert len(builds) == 1
