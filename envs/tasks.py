@@ -50,8 +50,32 @@ def as_frames(value: Any, name: str, video: bool = False) -> np.ndarray:
     raise ValueError(f"{name} must be uint8 (or float in [0, 1]), got dtype {arr.dtype}")
 
 
-def as_task(value: Any, name: str = "task") -> Task:
-    """A Task from a Task or a mapping with `instruction` and `image` or `video` (and optional `agent_pos`)."""
+def check_cameras(cameras: Any) -> tuple[str, ...] | None:
+    """The `cameras` keyword: None (one camera) or distinct camera names, the views tiled left to right."""
+    if cameras is None:
+        return None
+    if isinstance(cameras, str) or not isinstance(cameras, Sequence) or not cameras:
+        raise ValueError(f"cameras must be None or a non-empty list of camera names, got {cameras!r}")
+    if not all(isinstance(c, str) and c for c in cameras) or len(set(cameras)) != len(cameras):
+        raise ValueError(f"cameras must be distinct non-empty names, got {list(cameras)}")
+    return tuple(cameras)
+
+
+def as_start_frames(value: Any, name: str, video: bool = False, cameras: tuple[str, ...] | None = None) -> np.ndarray:
+    """Start frames from an array, or from a dict camera -> array tiled left to right in `cameras` order."""
+    if not isinstance(value, Mapping):
+        return as_frames(value, name, video)
+    if cameras is None or set(value) != set(cameras):
+        raise ValueError(f"{name} as a dict needs cameras= naming exactly its keys {sorted(value)}, got {cameras}")
+    views = [as_frames(value[c], f"{name}[{c!r}]", video) for c in cameras]
+    if len({v.shape for v in views}) != 1:
+        raise ValueError(f"{name}: every camera's frames must have one shape, got {[v.shape for v in views]}")
+    return np.concatenate(views, axis=-2)  # [.., H, k W, 3]
+
+
+def as_task(value: Any, name: str = "task", cameras: tuple[str, ...] | None = None) -> Task:
+    """A Task from a Task or a mapping with `instruction` and `image` or `video` (and optional `agent_pos`);
+    with several cameras, image/video may be dicts camera -> frames."""
     if isinstance(value, Task):
         return value
     if not isinstance(value, Mapping):
@@ -66,8 +90,8 @@ def as_task(value: Any, name: str = "task") -> Task:
         raise ValueError(f"{name}['instruction'] must be a str, got {type(instruction).__name__}")
     if ("image" in value) == ("video" in value):
         raise ValueError(f"{name} must hold exactly one of image or video")
-    image = as_frames(value["image"], f"{name}['image']") if "image" in value else None
-    video = as_frames(value["video"], f"{name}['video']", video=True) if "video" in value else None
+    image = as_start_frames(value["image"], f"{name}['image']", cameras=cameras) if "image" in value else None
+    video = as_start_frames(value["video"], f"{name}['video']", True, cameras) if "video" in value else None
     pos = value.get("agent_pos")
     pos = None if pos is None else np.asarray(pos, np.float32).reshape(-1)
     return Task(instruction, image, video, pos)
@@ -86,10 +110,10 @@ class TaskSource(Protocol):
 class TaskList:
     """Draws one of a fixed list of tasks per episode (uniformly, from the env's seeded generator)."""
 
-    def __init__(self, tasks: Sequence[Any]):
+    def __init__(self, tasks: Sequence[Any], cameras: tuple[str, ...] | None = None):
         if isinstance(tasks, (str, bytes, Mapping, Task)) or not isinstance(tasks, Sequence) or not tasks:
             raise ValueError("tasks must be a non-empty list of Task or dicts with instruction and image/video")
-        self.tasks = [as_task(t, f"tasks[{i}]") for i, t in enumerate(tasks)]
+        self.tasks = [as_task(t, f"tasks[{i}]", cameras) for i, t in enumerate(tasks)]
         shapes = {t.frames.shape for t in self.tasks}
         if len(shapes) != 1:  # one size for the observation space, one length so that vector infos batch
             raise ValueError(f"every task's start frames must have one shape [T, H, W, 3], got {sorted(shapes)}")

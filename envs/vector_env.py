@@ -15,7 +15,8 @@ only the worlds that reset are restarted, the others go on untouched. The env tr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -126,6 +127,7 @@ class Cosmos3WorldVectorEnv(gym.vector.VectorEnv):
         image: Any = None,
         video: Any = None,
         tasks: Sequence[Any] | None = None,
+        cameras: Sequence[str] | None = None,
         chunk_size: int | None = None,
         history: int | None = None,
         tier: int | str | None = "auto",
@@ -158,11 +160,11 @@ class Cosmos3WorldVectorEnv(gym.vector.VectorEnv):
                dict(instruction=instruction, image=image, video=video, embodiment=embodiment).items()}  # fmt: skip
         embs = [resolve_embodiment(wm, e) for e in per["embodiment"]]
         starts = [
-            make_start(embs[i], per["instruction"][i], per["image"][i], per["video"][i], tasks)
+            make_start(embs[i], per["instruction"][i], per["image"][i], per["video"][i], tasks, cameras)
             for i in range(self.num_envs)
         ]
         self.settings: WorldSettings = make_settings(
-            wm, starts, chunk_size=chunk_size, history=history, tier=tier, obs_latents=obs_latents,
+            wm, starts, chunk_size=chunk_size, history=history, tier=tier, cameras=cameras, obs_latents=obs_latents,
             out_of_bounds=out_of_bounds, max_episode_steps=max_episode_steps, render_mode=render_mode,
             success=success,
         )  # fmt: skip
@@ -185,7 +187,8 @@ class Cosmos3WorldVectorEnv(gym.vector.VectorEnv):
     def _per_world(self, name: str, value: Any) -> list[Any]:
         """A keyword's value for each world: a list/tuple of N values, or one value for all."""
         per_world_list = isinstance(value, (list, tuple)) and (
-            name in ("instruction", "embodiment", "task") or all(isinstance(v, np.ndarray) or v is None for v in value)
+            name in ("instruction", "embodiment", "task")
+            or all(isinstance(v, (np.ndarray, Mapping)) or v is None for v in value)
         )
         if not per_world_list:
             return [value] * self.num_envs
@@ -290,10 +293,14 @@ class Cosmos3WorldVectorEnv(gym.vector.VectorEnv):
     def _batched_obs(self) -> dict[str, np.ndarray]:
         filled = [o if o is not None else self._blank() for o in self._env_obs]
         self._obs = concatenate(self.single_observation_space, filled, self._obs)
-        return {k: v.copy() for k, v in self._obs.items()}
+        return copy.deepcopy(self._obs)  # the buffer is reused by the next step
 
-    def _blank(self) -> dict[str, np.ndarray]:
-        return {k: np.zeros(s.shape, s.dtype) for k, s in self.single_observation_space.spaces.items()}
+    def _blank(self, space: gym.Space | None = None) -> Any:
+        """Zeros for a world that has not started yet (before its first reset)."""
+        space = self.single_observation_space if space is None else space
+        if isinstance(space, gym.spaces.Dict):
+            return {k: self._blank(s) for k, s in space.spaces.items()}
+        return np.zeros(space.shape, space.dtype)
 
     def render(self) -> tuple[Any, ...] | None:
         """Every world's newest frame (as SyncVectorEnv: a tuple of N frames)."""

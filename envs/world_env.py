@@ -42,7 +42,7 @@ from gymnasium import spaces
 
 from .models import DEFAULT_MODEL_CACHE, ModelCache, default_model_path, with_sampler
 from .success import NOT_JUDGED, Judge, make_judge
-from .tasks import PushSimTasks, Task, TaskList, TaskSource, as_frames
+from .tasks import PushSimTasks, Task, TaskList, TaskSource, as_start_frames, check_cameras
 
 if TYPE_CHECKING:
     from cosmos3_world.engine.embodiments import Embodiment
@@ -78,6 +78,7 @@ class WorldSettings:
     action_low: np.ndarray  # [dim] float32
     action_high: np.ndarray  # [dim] float32
     frame_shape: tuple[int, int, int]  # (H, W, 3) of the frames the model imagines (and of the observation)
+    cameras: tuple[str, ...] | None  # several views tiled left to right in one frame; None: one camera
     agent_pos: bool  # Push-T: observe the commanded position
     obs_latents: bool
     out_of_bounds: str
@@ -221,20 +222,25 @@ def resolve_embodiment(model: WorldModel, embodiment: Any) -> Embodiment:
     return emb
 
 
-def make_start(emb: Embodiment, instruction: Any, image: Any, video: Any, tasks: Any) -> WorldStart:
+def make_start(
+    emb: Embodiment, instruction: Any, image: Any, video: Any, tasks: Any, cameras: Any = None
+) -> WorldStart:
     """Where a world's episodes start: `tasks`, else the start `image`/`video`, else (Push-T) the simulator."""
+    cameras = check_cameras(cameras)
     if instruction is not None and not isinstance(instruction, str):
         raise ValueError(f"instruction must be a str, got {type(instruction).__name__}")
     given = [k for k, v in (("image", image), ("video", video), ("tasks", tasks)) if v is not None]
     if len(given) > 1:
         raise ValueError(f"pass at most one of image, video or tasks, got {given}")
     if tasks is not None:
-        return WorldStart(emb, TaskList(tasks), instruction)
+        return WorldStart(emb, TaskList(tasks, cameras), instruction)
     if image is not None or video is not None:
-        frames = dict(image=as_frames(image, "image")) if image is not None else {}
+        frames = dict(image=as_start_frames(image, "image", cameras=cameras)) if image is not None else {}
         if video is not None:
-            frames = dict(video=as_frames(video, "video", video=True))
+            frames = dict(video=as_start_frames(video, "video", True, cameras))
         return WorldStart(emb, TaskList([Task(instruction or "", **frames)]), None)
+    if cameras is not None:
+        raise ValueError("cameras= needs start frames with every view (image=, video= or tasks=)")
     if is_pusht(emb):
         return WorldStart(emb, PushSimTasks(task=instruction), None)
     raise ValueError(f"embodiment {emb.name!r} needs start frames: pass image=, video= or tasks=")
@@ -247,6 +253,7 @@ def make_settings(
     chunk_size: Any,
     history: Any,
     tier: Any,
+    cameras: Any,
     obs_latents: Any,
     out_of_bounds: Any,
     max_episode_steps: Any,
@@ -296,7 +303,14 @@ def make_settings(
     shape = (emb.action_dim,) if chunk_size == 1 else (chunk_size, emb.action_dim)
     action_space = spaces.Box(np.broadcast_to(low, shape), np.broadcast_to(high, shape), shape, np.float32)
     agent_pos = all(is_pusht(s.embodiment) for s in starts)
-    obs = {"pixels": spaces.Box(0, 255, frame_shape, np.uint8)}
+    cameras = check_cameras(cameras)
+    if cameras is None:
+        obs = {"pixels": spaces.Box(0, 255, frame_shape, np.uint8)}
+    else:
+        if w % len(cameras):
+            raise ValueError(f"frames {w} wide do not split into {len(cameras)} camera views")
+        view = spaces.Box(0, 255, (h, w // len(cameras), 3), np.uint8)
+        obs = {"pixels": spaces.Dict({c: view for c in cameras})}
     if agent_pos:
         obs["agent_pos"] = spaces.Box(-1.0, 1.0, (2,), np.float32)
     if obs_latents:
@@ -304,7 +318,7 @@ def make_settings(
     push_tasks = all(isinstance(s.source, PushSimTasks) for s in starts)
     return WorldSettings(
         model=model, chunk_size=chunk_size, history=history, tier=tier, action_dim=emb.action_dim, action_low=low,
-        action_high=high, frame_shape=frame_shape, agent_pos=agent_pos, obs_latents=bool(obs_latents),
+        action_high=high, frame_shape=frame_shape, cameras=cameras, agent_pos=agent_pos, obs_latents=bool(obs_latents),
         out_of_bounds=out_of_bounds, max_episode_steps=max_episode_steps, render_mode=render_mode,
         judge=make_judge(success, push_tasks), render_fps=float(emb.control_hz) / chunk_size,
         observation_space=spaces.Dict(obs), action_space=action_space,
@@ -382,8 +396,13 @@ class WorldSlot:
         if opts.get("image") is not None or opts.get("video") is not None:
             if opts.get("image") is not None and opts.get("video") is not None:
                 raise ValueError("pass at most one of options['image'] or options['video']")
-            image = None if opts.get("image") is None else as_frames(opts["image"], "options['image']")
-            video = None if opts.get("video") is None else as_frames(opts["video"], "options['video']", video=True)
+            cams = self.settings.cameras
+            image = (
+                None if opts.get("image") is None else as_start_frames(opts["image"], "options['image']", False, cams)
+            )
+            video = (
+                None if opts.get("video") is None else as_start_frames(opts["video"], "options['video']", True, cams)
+            )
             task = Task(task.instruction, image, video, task.agent_pos)
             if task.frame_shape != self.start.source.frame_shape:
                 raise ValueError(f"start frames must be {self.start.source.frame_shape}, got {task.frame_shape}")
@@ -470,8 +489,12 @@ class WorldSlot:
             info["success_score"] = float(verdict.reward)  # the hook's score, kept so runs can be re-thresholded
         return self.observation(), float(verdict.reward), bool(terminated), bool(truncated), info
 
-    def observation(self) -> dict[str, np.ndarray]:
-        obs = {"pixels": self.frame.copy()}
+    def observation(self) -> dict[str, Any]:
+        cams = self.settings.cameras
+        if cams is None:
+            obs: dict[str, Any] = {"pixels": self.frame.copy()}
+        else:  # the views, tiled left to right in the frame the model imagines
+            obs = {"pixels": {c: v.copy() for c, v in zip(cams, np.split(self.frame, len(cams), axis=1))}}
         if self.settings.agent_pos:
             obs["agent_pos"] = self.agent_pos.copy()
         if self.settings.obs_latents:
@@ -548,6 +571,8 @@ class Cosmos3WorldEnv(gym.Env):
       image / video  start frame [H, W, 3] / frames [T, H, W, 3] uint8;  tasks: list of Task or dicts
                      {instruction, image|video[, agent_pos]} drawn per episode. Push-T without any: the simulator's
                      start states
+      cameras        names of several views tiled left to right in the model's frame: pixels becomes a dict
+                     camera -> [H, W / k, 3] (LeRobot: observation.images.<camera>); start frames may be dicts too
       chunk_size     actions per step; history: latent frames of context; tier: resolution tier of the conditioning
                      canvas (None: frames at their own size). Defaults: the bundle's, else 4, 1 and the engine's
       sampler        SamplerConfig or dict; num_steps, guidance_scale, solver override its fields
@@ -571,6 +596,7 @@ class Cosmos3WorldEnv(gym.Env):
         image: Any = None,
         video: Any = None,
         tasks: Sequence[Any] | None = None,
+        cameras: Sequence[str] | None = None,
         chunk_size: int | None = None,
         history: int | None = None,
         tier: int | str | None = "auto",
@@ -590,9 +616,9 @@ class Cosmos3WorldEnv(gym.Env):
         wm = load_model(model, device, dtype, model_cache)
         wm = with_sampler(wm, sampler_config(wm, sampler, num_steps, guidance_scale, solver))
         emb = resolve_embodiment(wm, embodiment)
-        start = make_start(emb, instruction, image, video, tasks)
+        start = make_start(emb, instruction, image, video, tasks, cameras)
         self.settings = make_settings(
-            wm, [start], chunk_size=chunk_size, history=history, tier=tier, obs_latents=obs_latents,
+            wm, [start], chunk_size=chunk_size, history=history, tier=tier, cameras=cameras, obs_latents=obs_latents,
             out_of_bounds=out_of_bounds, max_episode_steps=max_episode_steps, render_mode=render_mode,
             success=success,
         )  # fmt: skip

@@ -184,6 +184,21 @@ def test_observation_is_the_frame_the_model_sees(make):
     assert env.observation_space.contains(obs) and info["start_frames"].shape == (1, 480, 640, 3)
 
 
+def test_several_cameras(make):
+    views = {"left": demo_image(seed=1), "right": demo_image(seed=2)}
+    env = make(embodiment="bridge_orig_lerobot", image=views, cameras=["left", "right"])
+    assert env.observation_space["pixels"]["right"].shape == (64, 64, 3)
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(obs["pixels"]["right"], views["right"])
+    assert env.render() is None and env.observation_space.contains(env.step(env.action_space.sample())[0])
+    obs, _ = env.reset(options={"image": {"left": views["right"], "right": views["left"]}})
+    np.testing.assert_array_equal(obs["pixels"]["left"], views["right"])
+    with pytest.raises(ValueError, match="cameras"):
+        make(embodiment="bridge_orig_lerobot", image=views)
+    with pytest.raises(ValueError, match="cameras"):
+        make(cameras=["top"])  # the push simulator has one view
+
+
 def _rollout(env, seed, steps=2):
     obs, _ = env.reset(seed=seed)
     frames = [obs["pixels"]]

@@ -169,6 +169,21 @@ def test_per_world_keywords(make_vec):
         make_vec(2, autoreset_mode="sometimes")
 
 
+def test_several_cameras_in_the_vector_env(make_vec):
+    from cosmos3_world.policies import lerobot_batch
+
+    views = [{"top": demo_image(seed=i), "wrist": demo_image(seed=10 + i)} for i in range(2)]
+    env = make_vec(2, embodiment="bridge_orig_lerobot", image=views, cameras=["top", "wrist"])
+    obs, _ = env.reset(seed=0)
+    assert obs["pixels"]["wrist"].shape == (2, 64, 64, 3) and env.observation_space.contains(obs)
+    np.testing.assert_array_equal(obs["pixels"]["wrist"][1], views[1]["wrist"])
+    batch = lerobot_batch(obs)
+    assert batch["observation.images.top"].shape == (2, 3, 64, 64)
+    first = obs["pixels"]["top"].copy()
+    env.step(np.zeros(env.action_space.shape, np.float32))
+    np.testing.assert_array_equal(obs["pixels"]["top"], first)  # returned observations are not overwritten
+
+
 def test_per_world_reset_options(make_vec):
     from cosmos3_world.sim import TASKS
 
