@@ -66,7 +66,7 @@ class WorldModelPolicy:
         worlds = []
         for i, (o, task) in enumerate(zip(singles, tasks)):
             self._worlds[i] = self.model.reset(
-                image=np.asarray(o["pixels"]), instruction=task if task is not None else self.instruction,
+                image=_frame(o["pixels"]), instruction=task if task is not None else self.instruction,
                 embodiment=self.embodiment, seed=self.seed + 7919 * self._calls + i, chunk_size=self.chunk_size,
                 world=self._worlds[i],
             )  # fmt: skip
@@ -76,3 +76,10 @@ class WorldModelPolicy:
         low, high = self.space.low.reshape(-1, self.space.shape[-1]), self.space.high.reshape(-1, self.space.shape[-1])
         out = [np.clip(r.actions, low, high).astype(np.float32).reshape(self.space.shape) for r in results]
         return out[0] if n is None else np.stack(out)
+
+
+def _frame(pixels: Any) -> np.ndarray:
+    """The model's frame [H, W, 3]: several cameras' views tiled left to right, as Cosmos3World envs tile them."""
+    if isinstance(pixels, dict):
+        return np.concatenate([np.asarray(v) for v in pixels.values()], axis=1)
+    return np.asarray(pixels)
