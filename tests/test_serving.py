@@ -100,6 +100,21 @@ def test_round_trip_in_both_modes_and_the_metadata_example(server, model):
     assert not np.allclose(client.infer({**example, "seed": 7})["actions"], reply["actions"])
 
 
+def test_the_openpi_client_policy_drives_the_env_through_the_server(server, tiny_bundle):
+    """`cosmos3-world eval --policy openpi:HOST:PORT` against `cosmos3-world serve`: the keys match."""
+    from cosmos3_world.envs import Cosmos3WorldEnv
+    from cosmos3_world.policies import OpenPIClientPolicy
+
+    env = Cosmos3WorldEnv(model=tiny_bundle, num_steps=2, guidance_scale=1.0)
+    policy = OpenPIClientPolicy(env, "127.0.0.1", server.port)
+    obs, _ = env.reset(seed=0)
+    action = policy.act({**obs, "task": env.unwrapped.task_description})
+    assert action.shape == env.action_space.shape and policy.last_server_timing["batch_size"] == 1
+    env.step(action)
+    policy.close()
+    env.close()
+
+
 def test_sessions_keep_a_world_between_calls(server, model):
     client = connect(server.port)
     example = client.get_server_metadata()["example_observation"]
