@@ -7,7 +7,7 @@ from .models import DEFAULT_MODEL_CACHE, ModelCache, cache_dir, default_model_pa
 from .success import Judge, Judgement, SuccessHook
 from .tasks import PushSimTasks, Task, TaskList, TaskSource
 from .vector_env import Cosmos3WorldVectorEnv, WorldView
-from .world_env import ENTRY_POINT, ENV_ID, VECTOR_ENTRY_POINT, Cosmos3WorldEnv
+from .world_env import ENTRY_POINT, ENV_ID, VECTOR_ENTRY_POINT, Cosmos3WorldEnv, Timings
 
 __all__ = [
     "DEFAULT_MODEL_CACHE",
@@ -24,6 +24,7 @@ __all__ = [
     "Task",
     "TaskList",
     "TaskSource",
+    "Timings",
     "WorldView",
     "cache_dir",
     "default_model_path",
