@@ -15,8 +15,8 @@ Reward       from the success hook (`success=`, see `success.py`): 0 and never t
              truncation at `max_episode_steps`.
 Info         frames [chunk, H, W, 3] uint8 (every new frame of the chunk; reset: start_frames [T0, H, W, 3]),
              actions [chunk, dim] float32 (as executed), predicted_actions [chunk, dim] (policy mode only),
-             is_success, task, elapsed_steps, timings (`Timings`: model_s, judge_s, step_s; a dict of
-             arrays in the vector env).
+             is_success, success_score (the hook's score, when it judged the chunk), task, elapsed_steps,
+             timings (`Timings`: model_s, judge_s, step_s; a dict of arrays in the vector env).
 
 With the embedded Push-T world (the default model) and no start image, episodes start from the push
 simulator's start states, so the spaces and the first frame after `reset(seed=s)` are exactly those of

@@ -310,9 +310,10 @@ def test_success_hooks(make):
     judge = EveryOtherChunk()
     env = make(success=judge)
     env.reset(seed=0)
-    assert env.step(env.action_space.sample())[1] == 0.0 and not judge.calls  # not due
-    _, reward, terminated, _, _ = env.step(env.action_space.sample())
-    assert (reward, terminated) == (0.75, True) and judge.calls[0][0] == (4, 64, 64, 3)
+    _, reward, _, _, info = env.step(env.action_space.sample())
+    assert reward == 0.0 and not judge.calls and "success_score" not in info  # not due
+    _, reward, terminated, _, info = env.step(env.action_space.sample())
+    assert (reward, terminated, info["success_score"]) == (0.75, True, 0.75) and judge.calls[0][0] == (4, 64, 64, 3)
 
     class AtEnd:
         at_end, episode_frames = True, True
