@@ -274,8 +274,8 @@ def plot(out: Path, rows: dict, success: dict | None) -> None:
     plt.close(fig)
 
 
-def load(model: str, sampler: SamplerConfig | None = None) -> WorldModel:
-    torch.set_num_threads(2)
+def load(model: str, sampler: SamplerConfig | None = None, threads: int = 1) -> WorldModel:
+    torch.set_num_threads(threads)  # two OpenMP threads collapse on an oversubscribed 2-core machine
     return WorldModel.from_pretrained(model, sampler=sampler)
 
 
@@ -291,10 +291,11 @@ def main() -> None:
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the bundle's)")
     p.add_argument("--sweep", action="store_true", help="PSNR at 5 chunks against sampler settings")
     p.add_argument("--out", default="fidelity_out", help="directory for plots and results.json")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    wm = load(args.model)
+    wm = load(args.model, threads=args.threads)
     cfg = wm.sampler.config
     over = {k: v for k, v in (("num_steps", args.steps), ("solver", args.solver), ("guidance_scale", args.guidance))
             if v is not None}  # fmt: skip
