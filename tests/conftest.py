@@ -1,8 +1,19 @@
-"""Shared fixtures: tiny bundles in the published layout, built once per test session."""
+"""Shared fixtures: tiny bundles in the published layout, built once per test session.
 
-import pytest
+Tests run torch on one thread (subprocesses too, through OMP_NUM_THREADS): the models are tiny, and on a
+busy 2-core machine two OpenMP threads that wait for each other make small forwards many times slower.
+"""
 
-from cosmos3_world.testing.tiny import build_tiny_bundle
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+from cosmos3_world.testing.tiny import build_tiny_bundle  # noqa: E402
 
 
 @pytest.fixture(scope="session")
