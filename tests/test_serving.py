@@ -150,6 +150,46 @@ def test_sessions_are_bounded_and_expire():
     assert len(store) == 0
 
 
+def test_a_session_joins_each_batch_once_and_a_failed_batch_is_retried_one_by_one(model):
+    import asyncio
+    from types import SimpleNamespace
+
+    from cosmos3_world.serving.batcher import Batcher
+    from cosmos3_world.serving.runner import ModelRunner
+
+    seen: list[list[str]] = []
+
+    class Recorder:
+        def run(self, requests):
+            seen.append([r.session_id for r in requests])
+            return [{"ok": r.session_id} for r in requests], 0.0
+
+    batcher = Batcher(Recorder(), max_batch=8, max_wait_s=0.2)
+
+    async def burst():
+        reqs = [SimpleNamespace(session_id=s) for s in ("a", "a", "b", None)]
+        return await asyncio.gather(*(batcher.submit(r) for r in reqs))
+
+    answers = asyncio.run(burst())
+    batcher.close()
+    assert [a.result["ok"] for a in answers] == ["a", "a", "b", None]
+    assert seen == [["a", "b", None], ["a"]]  # the second "a" waited for the next batch
+
+    runner = ModelRunner(model, SessionStore(), chunk_size=4)
+    requests = [SimpleNamespace(mode="policy", session_id=None) for _ in range(3)]
+
+    def forward(items):  # fails whenever item 1 is in the batch
+        if any(i == 1 for i, _ in items):
+            raise RuntimeError("boom")
+        return [SimpleNamespace(actions=np.full((4, 2), i, np.float32)) for i, _ in items]
+
+    results: list = [None] * 3
+    runner._batched([(i, None) for i in range(3)], forward, results, requests)
+    assert (
+        isinstance(results[1], RuntimeError) and results[0]["actions"][0, 0] == 0 and results[2]["actions"][0, 0] == 2
+    )
+
+
 def _raw(client: WebsocketClientPolicy, frame: bytes | str) -> bytes | str:
     """Send a frame the client's packer could not make; the server's reply frame."""
     client._ws.send(frame)

@@ -17,6 +17,10 @@ A request is one observation dict (keys below; unknown keys are ignored, as Open
   embodiment               str               default: the server's
   endpoint                 "infer" | "reset" reset (as RoboArena): start a session's world from the image
   session_id               str               keep a world between calls (reset starts it; infer advances it)
+
+A session's world is started by `endpoint: "reset"` from its image, prompt, seed and embodiment; each later
+request with its `session_id` advances it one chunk (policy or world mode) from its own imagined frames, so
+those requests carry no image (and their prompt and seed are the reset's).
 """
 
 from __future__ import annotations
