@@ -251,7 +251,7 @@ def test_every_bad_request_gets_its_own_error_and_the_server_goes_on(server, mod
     assert server.stats["errors"] >= len(bad) + len(raw)
 
 
-def test_auth_and_healthz(model):
+def test_auth_healthz_and_the_connection_limit(model):
     config = ServerConfig(host="127.0.0.1", port=0, api_key="s3cret")
     with serve_in_thread(model, config, warmup=False) as s:
         health = urllib.request.urlopen(f"http://127.0.0.1:{s.port}/healthz", timeout=10)
@@ -262,6 +262,12 @@ def test_auth_and_healthz(model):
             assert refused.value.response.status_code == status
         client = connect(s.port, api_key="s3cret")
         assert client.infer(client.get_server_metadata()["example_observation"])["actions"].shape == (4, 2)
+    with serve_in_thread(model, ServerConfig(host="127.0.0.1", port=0, max_connections=1), warmup=False) as s:
+        first = connect(s.port)
+        with pytest.raises(InvalidStatus) as refused:
+            connect(s.port)  # connections are bounded too
+        assert refused.value.response.status_code == 503
+        first._ws.close()
 
 
 def test_16_concurrent_clients_get_exactly_their_own_answers(server, model):

@@ -68,6 +68,7 @@ class ServerConfig:
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for batch mates
     max_message_bytes: int = 8 * 2**20  # larger requests get an error; over twice this the socket closes (1009)
     max_prompt_chars: int = 4000  # cheap guard before tokenizing; the model's token limit applies too
+    max_connections: int = 256  # open connections at once; more are refused at the handshake (503)
     max_sessions: int = 256  # worlds kept between calls (least recently used dropped first)
     session_ttl_s: float = 600.0  # an idle session is forgotten after this
     shutdown_timeout_s: float = 30.0  # how long shutdown waits for requests in flight
@@ -76,6 +77,7 @@ class ServerConfig:
         h, w = self.image_size
         checks = [
             (1 <= self.max_batch, f"max_batch must be >= 1, got {self.max_batch}"),
+            (1 <= self.max_connections, f"max_connections must be >= 1, got {self.max_connections}"),
             (0 <= self.max_wait_ms, f"max_wait_ms must be >= 0, got {self.max_wait_ms}"),
             (1024 <= self.max_message_bytes, f"max_message_bytes must be >= 1024, got {self.max_message_bytes}"),
             (h > 0 and w > 0, f"image_size must be positive, got {self.image_size}"),
@@ -164,6 +166,8 @@ class ActionServer:
                                       "shutting down\n" if self._draining else "OK\n")  # fmt: skip
         if self._draining:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down\n")
+        if len(self._server.connections) >= self.config.max_connections:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
         key = self.config.api_key
         if key is None:
             return None
@@ -298,6 +302,7 @@ class ActionServer:
             "embodiments": embodiments,
             "example_observation": self.example_observation,
             "limits": {"max_message_bytes": limits.max_message_bytes, "max_batch": limits.max_batch,
+                       "max_connections": limits.max_connections,
                        "max_wait_ms": limits.max_wait_ms, "max_sessions": limits.max_sessions,
                        "session_ttl_s": limits.session_ttl_s},
             "auth": "Authorization: Api-Key <key>" if limits.api_key else None,
