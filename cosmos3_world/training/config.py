@@ -6,12 +6,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-# The embedded world's generator: ~4M parameters, 16 tokens per 64x64 frame (16x16x48 latents, 4x4 patches:
-# 16x16-pixel tokens, 4x fewer than 2x2 patches, which is what makes an hour of 2-core training enough).
+# The embedded world's generator: 4.5M parameters (17 MiB in float32), 64 tokens per 64x64 frame (16x16x48
+# latents, 2x2 patches). The width must exceed the 192-dim patch: the velocity at a noisy token carries the token's
+# noise, which a narrower model (e.g. 4x4 patches = 768 dims into 192) cannot pass through, so it never denoises.
 EMBEDDED_MODEL_CONFIG: dict[str, Any] = dict(
-    hidden_size=192, num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2, head_dim=32,
-    intermediate_size=512, rope_axes_dim=[6, 5, 5], vocab_size=640, latent_channel=48, latent_patch_size=4,
-    patch_latent_dim=768, action_gen=True, action_dim=16, num_embodiment_domains=32,
+    hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, head_dim=32,
+    intermediate_size=384, rope_axes_dim=[6, 5, 5], vocab_size=640, latent_channel=48, latent_patch_size=2,
+    patch_latent_dim=192, action_gen=True, action_dim=16, num_embodiment_domains=32,
 )  # fmt: skip
 
 EMBODIMENT = "pusht"
@@ -35,7 +36,7 @@ class TrainConfig:
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
-    total_steps: int = 4000  # cosine schedule length; training stops here
+    total_steps: int = 3000  # cosine schedule length; training stops here
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     ema_decay: float = 0.995
@@ -45,7 +46,7 @@ class TrainConfig:
     train_understanding: bool = False  # False: the Reasoner pathway keeps its initial weights (a fixed random text
     # encoder whose K/V still tell the instructions apart); its prefixes are then encoded once, which saves ~40%
     seed: int = 0
-    threads: int = 2
+    threads: int = 1  # two OpenMP threads collapse ~10x on this oversubscribed 2-core machine
     checkpoint_minutes: float = 5.0
     log_every: int = 10
     max_episodes: int | None = None
