@@ -158,6 +158,7 @@ SHIPPED_MARGIN_DB = 1.0  # mean PSNR over chunks 2-3 of 4 held-out episodes, mod
 
 def test_shipped_embedded_world_beats_copy_last_frame(monkeypatch):
     import importlib.util
+    import sys
     from pathlib import Path
 
     import cosmos3_world
@@ -168,6 +169,7 @@ def test_shipped_embedded_world_beats_copy_last_frame(monkeypatch):
         pytest.skip("no embedded world shipped yet (it is committed only once it beats copy-last-frame)")
     spec = importlib.util.spec_from_file_location("fidelity", Path(__file__).parents[1] / "bench" / "fidelity.py")
     fidelity = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "fidelity", fidelity)  # dataclasses look their module up there
     spec.loader.exec_module(fidelity)
     wm = WorldModel.from_pretrained(bundle)
     recs = fidelity.record([fidelity.HELD_OUT_SEED + i for i in range(4)], chunks=3)
