@@ -59,8 +59,10 @@ class TrainConfig:
                       for k, v in d.items() if k in known})  # fmt: skip
 
 
-# Sampler settings for the embedded world (chosen with bench/fidelity.py --sweep).
-DEFAULT_SAMPLER: dict[str, Any] = {"num_steps": 4, "solver": "euler", "guidance_scale": 1.0}
+# Sampler settings written into exported bundles, chosen with `bench/fidelity.py --sweep` (PSNR after 5 chunks, step
+# 1688 of the 2x2-patch run: Euler 1 step 13.1 dB, 2 steps 12.4, 4 steps 11.6, 8 steps 11.2; UniPC 4 / 8 steps 11.4
+# / 11.0; guidance 2 / 4 at 4 Euler steps 11.5 / 11.1). Re-run the sweep on a better-trained checkpoint.
+DEFAULT_SAMPLER: dict[str, Any] = {"num_steps": 1, "solver": "euler", "guidance_scale": 1.0}
 
 
 def add_train_arguments(p: Any) -> None:
