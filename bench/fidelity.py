@@ -81,9 +81,14 @@ def pearson(x, y) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
+def _ranks(v) -> np.ndarray:
+    """Ranks with ties given their average rank (as Spearman's rho needs)."""
+    v = np.asarray(v, float)
+    return np.array([np.mean(np.flatnonzero(np.sort(v) == x)) for x in v])
+
+
 def spearman(x, y) -> float:
-    rank = lambda v: np.argsort(np.argsort(v, kind="stable"), kind="stable").astype(float)  # noqa: E731
-    return pearson(rank(np.asarray(x)), rank(np.asarray(y)))
+    return pearson(_ranks(x), _ranks(y))
 
 
 # ---------------------------------------------------------------------------------------------
