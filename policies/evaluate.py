@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .runner import EvaluationRun, check_vector_env, make_eval_env, make_manifest, num_envs_of, render_fps, run_wave
-from .suite import TaskSuite, load_suite
+from .suite import TaskSuite, resolve_suite
 
 __all__ = ["evaluate", "make_eval_env"]
 
@@ -67,9 +67,7 @@ def evaluate(
     if backend_options:
         raise ValueError(f"unknown keywords {sorted(backend_options)} (backend options are for backend='ray')")
     policies = _policy_table(policy)
-    suite = suite if isinstance(suite, TaskSuite) else load_suite(suite, episodes)
-    if episodes is not None and isinstance(suite, TaskSuite):
-        suite = suite.with_episodes(episodes)
+    suite = resolve_suite(suite, episodes)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     max_steps = max_episode_steps or suite.max_episode_steps or 25

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .runner import EpisodeSpec, EvaluationRun, make_manifest, run_wave
-from .suite import SuiteTask, TaskSuite, load_suite
+from .suite import SuiteTask, TaskSuite, resolve_suite
 
 
 class _Worker:
@@ -74,9 +74,7 @@ def evaluate_ray(
         raise ValueError("backend='ray' needs the policies as spec strings (see cosmos3_world.policies.specs)")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive int, got {workers!r}")
-    suite = suite if isinstance(suite, TaskSuite) else load_suite(suite, episodes)
-    if episodes is not None:
-        suite = suite.with_episodes(episodes)
+    suite = resolve_suite(suite, episodes)
     max_steps = max_episode_steps or suite.max_episode_steps or 25
     num_envs = int(env_spec.get("num_envs", 1))
     if not ray.is_initialized():

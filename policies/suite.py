@@ -188,3 +188,10 @@ def suite_from_dict(data: Any, base: str | os.PathLike = ".", where: str = "suit
             embodiment=entry.get("embodiment"), source=source,
         ))  # fmt: skip
     return TaskSuite(str(data.get("name", "suite")), tuple(tasks), max_steps)
+
+
+def resolve_suite(suite: TaskSuite | str | os.PathLike | None, episodes: int | None = None) -> TaskSuite:
+    """A TaskSuite as given, or read from a file (None: the default suite); `episodes` per task overrides."""
+    if not isinstance(suite, TaskSuite):
+        return load_suite(suite, episodes)
+    return suite if episodes is None else suite.with_episodes(episodes)
