@@ -29,6 +29,9 @@ from tqdm.auto import tqdm
 
 from cosmos3_world.engine import WorldModel
 from cosmos3_world.engine.sampler import SamplerConfig
+from cosmos3_world.policies.fidelity import psnr as frame_psnr
+from cosmos3_world.policies.fidelity import ssim as frame_ssim
+from cosmos3_world.policies.stats import pearson, spearman
 from cosmos3_world.sim.detect import PixelSuccessDetector, detect
 from cosmos3_world.sim.env import PushSimEnv
 from cosmos3_world.sim.policies import ExpertPushPolicy, RandomPushPolicy, graded_policies
@@ -46,24 +49,15 @@ CHUNK = 4
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of uint8 images [..., H, W, 3] (mean over the leading frames of per-frame PSNR)."""
-    a, b = a.reshape(-1, *a.shape[-3:]).astype(np.float64), b.reshape(-1, *b.shape[-3:]).astype(np.float64)
-    mse = ((a - b) ** 2).mean(axis=(1, 2, 3))
-    return float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))))
+    """PSNR in dB of uint8 frame stacks [..., H, W, 3]: the mean over frames of the per-frame PSNR."""
+    pairs = zip(a.reshape(-1, *a.shape[-3:]), b.reshape(-1, *b.shape[-3:]))
+    return float(np.mean([min(frame_psnr(x, y), 100.0) for x, y in pairs]))
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """SSIM (Gaussian window 11, sigma 1.5, on each RGB channel) of uint8 images, mean over frames and channels."""
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    out = []
-    for x, y in zip(a.reshape(-1, *a.shape[-3:]), b.reshape(-1, *b.shape[-3:])):
-        x, y = x.astype(np.float64), y.astype(np.float64)
-        blur = lambda z: cv2.GaussianBlur(z, (11, 11), 1.5)  # noqa: E731
-        mx, my = blur(x), blur(y)
-        sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-        m = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
-        out.append(m.mean())
-    return float(np.mean(out))
+    """SSIM of uint8 frame stacks [..., H, W, 3]: the mean over frames of the per-frame SSIM."""
+    pairs = zip(a.reshape(-1, *a.shape[-3:]), b.reshape(-1, *b.shape[-3:]))
+    return float(np.mean([frame_ssim(x, y) for x, y in pairs]))
 
 
 def position_errors(frame: np.ndarray, agent: np.ndarray, block: np.ndarray) -> tuple[float, float]:
@@ -72,23 +66,6 @@ def position_errors(frame: np.ndarray, agent: np.ndarray, block: np.ndarray) -> 
     ea = float(np.hypot(*(det.agent - agent))) if det.agent is not None else np.nan
     eb = float(np.hypot(*(det.block - block[:2]))) if det.block is not None else np.nan
     return ea, eb
-
-
-def pearson(x, y) -> float:
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if x.std() == 0 or y.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
-
-
-def _ranks(v) -> np.ndarray:
-    """Ranks with ties given their average rank (as Spearman's rho needs)."""
-    v = np.asarray(v, float)
-    return np.array([np.mean(np.flatnonzero(np.sort(v) == x)) for x in v])
-
-
-def spearman(x, y) -> float:
-    return pearson(_ranks(x), _ranks(y))
 
 
 # ---------------------------------------------------------------------------------------------
