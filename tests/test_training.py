@@ -136,6 +136,35 @@ def test_checkpoint_resumes_exactly(tmp_path, dataset):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
+def test_context_noise_perturbs_only_the_history_of_forward_and_policy_windows(tmp_path, dataset):
+    store = EpisodeStore([dataset], progress=False)
+    clean, noisy = _trainer(tmp_path / "a", dataset), _trainer(tmp_path / "b", dataset, context_noise=0.5)
+    for mode in (FORWARD, POLICY, INVERSE):
+        w = store.window(0, 2, history=2, chunk=4, mode=mode)
+        z = clean.encode_frames([w.frames])[0]  # [C, 6, h, w]
+        a = clean.clean_actions([w], 16)[0]
+        v0, a0, t0 = clean.noised(w, z, a, 0.7, torch.Generator().manual_seed(3))
+        v1, a1, t1 = noisy.noised(w, z, a, 0.7, torch.Generator().manual_seed(3))
+        torch.testing.assert_close(v1[:, 2:], v0[:, 2:], atol=0, rtol=0)  # the chunk's frames: same noise
+        torch.testing.assert_close(t1[0], t0[0], atol=0, rtol=0)  # targets are the clean frames' velocity
+        if mode == INVERSE:  # inverse dynamics reads real video: every frame stays clean
+            torch.testing.assert_close(v1, z, atol=0, rtol=0)
+        else:
+            assert (v1[:, :2] - z[:, :2]).abs().max() > 0.01
+            torch.testing.assert_close(v0[:, :2], z[:, :2], atol=0, rtol=0)
+
+
+def test_resume_keeps_the_saved_config_but_takes_a_new_context_noise(tmp_path, dataset):
+    from cosmos3_world.training.trainer import train
+
+    cfg = TrainConfig(data=[str(dataset)], run_dir=str(tmp_path), model=dict(TINY), batch_size=2, warmup_steps=1,
+                      total_steps=1, lr=3e-3, threads=1)  # fmt: skip
+    train(cfg, progress=False)
+    changed = TrainConfig(**{**cfg.__dict__, "total_steps": 2, "lr": 1.0, "context_noise": 0.1})
+    resumed = train(changed, resume=True, progress=False)
+    assert resumed.step == 2 and resumed.config.lr == 3e-3 and resumed.config.context_noise == 0.1
+
+
 def test_exported_bundle_loads_and_rolls_out(tmp_path, dataset):
     tr = _trainer(tmp_path / "run", dataset, bf16=True)
     tr.train_step(WindowSampler(EpisodeStore([dataset], progress=False), chunk=4))

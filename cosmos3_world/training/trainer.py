@@ -32,7 +32,7 @@ from ..engine.embodiments import get_embodiment, prepare_actions
 from ..engine.prompts import PromptEncoder, load_tokenizer
 from ..model import Cosmos3Generator, GenerationSpec
 from .config import DEFAULT_SAMPLER, DEFAULTS_KEY, EMBODIMENT, TrainConfig, add_train_arguments, config_from_args
-from .data import MODES, EpisodeStore, Window, WindowSampler
+from .data import INVERSE, MODES, EpisodeStore, Window, WindowSampler
 
 
 def _shifted_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
@@ -162,20 +162,11 @@ class Trainer:
         drop = rng.random(b) < cfg.uncond_prob
         a0 = self.clean_actions(windows, d)
         vision, actions, targets = [], [], []
-        for i, w in enumerate(windows):
-            s, z = float(sigma[i]), x0[i]  # z [C, T, h, w]
-            n = torch.randn(z.shape, generator=g)
-            nz = list(w.vision_noisy)
-            v_in = z.clone()
-            v_in[:, nz] = (1 - s) * z[:, nz] + s * n[:, nz]
-            an = torch.randn(a0[i].shape, generator=g)
-            an[:, emb.action_dim :] = 0
-            na = list(w.action_noisy)
-            a_in = a0[i].clone()
-            a_in[na] = (1 - s) * a0[i][na] + s * an[na]
+        for w, z, a, s in zip(windows, x0, a0, sigma.tolist()):
+            v_in, a_in, target = self.noised(w, z, a, s, g)
             vision.append(v_in)
             actions.append(a_in)
-            targets.append(((n - z)[:, nz], (an - a0[i])[na, : emb.action_dim]))
+            targets.append(target)
         ids = [self.prompt_ids(None if drop[i] else w.instruction, len(w.frames)) for i, w in enumerate(windows)]
         out = self.velocity(gen, windows, ids, vision, actions, sigma * 1000.0)
         v_err, v_cnt, a_err, a_cnt = 0.0, 0, 0.0, 0
@@ -201,6 +192,26 @@ class Trainer:
         }
         stats.update({f"loss_{m}": float(np.mean(v)) for m, v in per_mode.items() if v})
         return loss, stats
+
+    def noised(self, w: Window, z: torch.Tensor, a: torch.Tensor, s: float, g: torch.Generator):
+        """One window's model inputs at noise level s: latents z [C, T, h, w] and actions a [A, d] noised where the
+        mode denoises, and the velocity targets there ((noise - z) at the noisy frames, (noise - a) at the noisy
+        action rows); with `context_noise`, the clean history frames of forward / policy windows are perturbed."""
+        cfg, emb = self.config, self.embodiment
+        n = torch.randn(z.shape, generator=g)
+        nz = list(w.vision_noisy)
+        v_in = z.clone()
+        v_in[:, nz] = (1 - s) * z[:, nz] + s * n[:, nz]
+        if cfg.context_noise > 0 and w.mode != INVERSE:
+            k = w.history  # later chunks condition on the model's own, imperfect frames
+            std = cfg.context_noise * float(torch.rand((), generator=g))
+            v_in[:, :k] += std * torch.randn(v_in[:, :k].shape, generator=g)
+        an = torch.randn(a.shape, generator=g)
+        an[:, emb.action_dim :] = 0
+        na = list(w.action_noisy)
+        a_in = a.clone()
+        a_in[na] = (1 - s) * a[na] + s * an[na]
+        return v_in, a_in, ((n - z)[:, nz], (an - a)[na, : emb.action_dim])
 
     def _prefix(self, gen: Cosmos3Generator, ids: tuple[int, ...]):
         """The prompt's Reasoner K/V: with autograd when the understanding pathway trains, else encoded once."""
@@ -368,8 +379,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     run.mkdir(parents=True, exist_ok=True)
     if resume and (run / "checkpoint" / "trainer_state.pt").is_file():
         saved = torch.load(run / "checkpoint" / "trainer_state.pt", weights_only=False)["config"]
-        keep = {k: v for k, v in asdict(config).items() if k in ("total_steps", "max_minutes", "checkpoint_minutes",
-                                                                   "threads", "log_every")}  # fmt: skip
+        # What a resume may change: the schedule's length, the run's time and threads, and a context noise given
+        # anew (a run can start clean and be made robust to its own frames later).
+        runtime = ("total_steps", "max_minutes", "checkpoint_minutes", "threads", "log_every")
+        keep = {k: v for k, v in asdict(config).items() if k in runtime or (k == "context_noise" and v > 0)}
         config = TrainConfig.from_dict({**saved, **keep})
         trainer = Trainer(config)
         trainer.load()
