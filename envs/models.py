@@ -8,7 +8,6 @@ vector env) naming the same model share its weights instead of loading N copies.
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import tempfile
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch and the engine load on first use, not when the env module is imported
-    from cosmos3_world.engine.sampler import SamplerConfig
     from cosmos3_world.engine.world import WorldModel
 
 import cosmos3_world
@@ -112,15 +110,3 @@ class ModelCache:
 
 
 DEFAULT_MODEL_CACHE = ModelCache()
-
-
-def with_sampler(model: WorldModel, config: SamplerConfig | None) -> WorldModel:
-    """`model` denoising with `config`: the model itself when the settings match, else a shallow view that
-    shares its generator, codec, tokenizer and prefix cache and differs only in the sampler."""
-    if config is None or config == model.sampler.config:
-        return model
-    from cosmos3_world.engine.sampler import FlowSampler
-
-    view = copy.copy(model)
-    view.sampler = FlowSampler(model.sampler.scheduler_config, config)
-    return view

@@ -24,7 +24,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
-from .models import ModelCache, with_sampler
+from .models import ModelCache
 from .world_env import (
     RENDER_MODES,
     WorldSettings,
@@ -155,7 +155,7 @@ class Cosmos3WorldVectorEnv(gym.vector.VectorEnv):
             ) from None
         self.num_envs = int(num_envs)
         wm = load_model(model, device, dtype, model_cache)
-        wm = with_sampler(wm, sampler_config(wm, sampler, num_steps, guidance_scale, solver))
+        wm = wm.with_sampler(sampler_config(wm, sampler, num_steps, guidance_scale, solver))
         per = {k: self._per_world(k, v) for k, v in
                dict(instruction=instruction, image=image, video=video, embodiment=embodiment).items()}  # fmt: skip
         embs = [resolve_embodiment(wm, e) for e in per["embodiment"]]

@@ -29,7 +29,6 @@ pair costs one chunk of denoising.
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from collections.abc import Sequence
@@ -40,7 +39,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from .models import DEFAULT_MODEL_CACHE, ModelCache, default_model_path, with_sampler
+from .models import DEFAULT_MODEL_CACHE, ModelCache, default_model_path
 from .success import NOT_JUDGED, Judge, make_judge
 from .tasks import PushSimTasks, Task, TaskList, TaskSource, as_start_frames, check_cameras
 
@@ -326,17 +325,6 @@ def make_settings(
 
 
 # ---------------------------------------------------------------------------------------------- one world
-def fork_world(world: World) -> World:
-    """An independent copy of `world` (same frames, actions and noise stream state) to imagine ahead in."""
-    import torch
-
-    fork = copy.copy(world)
-    fork.frames, fork.past_actions = list(world.frames), list(world.past_actions)
-    fork.rng = torch.Generator(device=world.rng.device)
-    fork.rng.set_state(world.rng.get_state())
-    return fork
-
-
 @dataclass
 class _Prediction:
     """A chunk imagined in policy mode, committed if the next step executes exactly its actions."""
@@ -548,7 +536,7 @@ def predict_slots(settings: WorldSettings, slots: Sequence[WorldSlot]) -> list[n
     actions [chunk, dim] each world's model would take next, clipped to the action space."""
     for s in slots:
         s.check_ready()
-    forks = [fork_world(s.world) for s in slots]
+    forks = [s.world.fork() for s in slots]
     results = settings.model.predict(forks)
     out = []
     for s, f, r in zip(slots, forks, results):
@@ -614,7 +602,7 @@ class Cosmos3WorldEnv(gym.Env):
         model_cache: ModelCache | None = None,
     ):
         wm = load_model(model, device, dtype, model_cache)
-        wm = with_sampler(wm, sampler_config(wm, sampler, num_steps, guidance_scale, solver))
+        wm = wm.with_sampler(sampler_config(wm, sampler, num_steps, guidance_scale, solver))
         emb = resolve_embodiment(wm, embodiment)
         start = make_start(emb, instruction, image, video, tasks, cameras)
         self.settings = make_settings(

@@ -118,6 +118,25 @@ def test_five_chunk_rollout_is_deterministic_for_a_seed(wm):
     assert all(r.frames.shape == (4, 64, 64, 3) for r in a)
 
 
+def test_fork_imagines_ahead_without_touching_the_world(wm):
+    world, _ = rollout(wm, seed=8, chunks=1)
+    actions = np.full((4, world.embodiment.action_dim), 0.3, np.float32)
+    before, chunks = [f.clone() for f in world.frames], world.num_chunks
+    fork = world.fork()
+    ahead = fork.step(actions)
+    assert fork.num_chunks == chunks + 1 and world.num_chunks == chunks
+    assert len(world.frames) == len(before) and all(torch.equal(a, b) for a, b in zip(world.frames, before))
+    assert fork.model is world.model
+    np.testing.assert_array_equal(world.step(actions).frames, ahead.frames)  # same noise stream, same chunk
+
+
+def test_with_sampler_is_a_view_sharing_everything_but_the_sampler(wm):
+    assert wm.with_sampler(None) is wm and wm.with_sampler(wm.sampler.config) is wm
+    view = wm.with_sampler(SamplerConfig(num_steps=1, guidance_scale=1.0))
+    assert view.generator is wm.generator and view.prefix_cache is wm.prefix_cache and view.codec is wm.codec
+    assert view.sampler.config.num_steps == 1 and wm.sampler.config.num_steps == 3
+
+
 def test_each_chunk_starts_from_the_previous_chunks_last_frame(wm):
     world, results = rollout(wm, seed=6, chunks=2)
     first_latent_of_chunk2 = results[1].latents[:, 0]

@@ -12,6 +12,7 @@ Frames are conditioned on the resolution tier's canvas exactly as the reference 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -78,6 +79,16 @@ class World:
         """Policy mode: the next chunk's frames and actions, imagined jointly."""
         return self.model.predict([self])[0]
 
+    def fork(self) -> "World":
+        """An independent copy (same frames, past actions and noise-stream state) to imagine ahead in.
+
+        The model, its weights and its prefix cache are shared; stepping the fork leaves this world unchanged.
+        """
+        fork = dataclasses.replace(self, frames=list(self.frames), past_actions=list(self.past_actions))
+        fork.rng = torch.Generator(device=self.rng.device)
+        fork.rng.set_state(self.rng.get_state())
+        return fork
+
     @property
     def last_frame(self) -> np.ndarray:
         """The newest frame, [h, w, 3] uint8 at the content size."""
@@ -127,6 +138,15 @@ class WorldModel:
         self.defaults = _check_defaults(defaults or {})
         self.progress = progress
         self.source: dict[str, Any] | None = None  # where from_pretrained loaded it from
+
+    def with_sampler(self, config: SamplerConfig | None) -> "WorldModel":
+        """This model denoising with `config`: itself when the settings match, else a view that shares the
+        generator, codec, tokenizer and prefix cache and differs only in the sampler."""
+        if config is None or config == self.sampler.config:
+            return self
+        view = copy.copy(self)
+        view.sampler = FlowSampler(self.sampler.scheduler_config, config)
+        return view
 
     def weights_sha256(self) -> str:
         """sha256 over the generator's tensors (names, dtypes, shapes, bytes): identifies the weights a run used."""
