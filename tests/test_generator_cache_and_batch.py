@@ -213,3 +213,24 @@ def test_prefix_cache_never_serves_stale_keys_after_the_weights_change():
     before = cache.stats.misses
     cache.get(ids)
     assert cache.stats.misses == before
+
+
+@pytest.mark.parametrize("tcf", [1, 4])
+def test_action_i_sits_at_the_time_of_frame_i_plus_1_for_any_codec(models, tcf):
+    """Positions follow the codec's temporal compression: with one pixel frame per latent frame (tcf 1) action i
+    shares its rotary time with latent frame i + 1; the published layout (tcf 4) keeps the reference's ids."""
+    ours, _ = models
+    prefix = ours.encode_prefix(list(range(1, 20)))
+    spec = GenerationSpec(prefix=prefix, vision_shape=(5, 2, 2), vision_noisy=(1, 2, 3, 4), fps=10.0, action_len=4,
+                          temporal_compression=tcf)  # fmt: skip
+    plan = ours.plan([spec])
+    assert ours.config.latent_patch_size == 2  # 2x2 latents: one token per frame
+    frame_cos = plan.cos[plan.vision_rows]  # [5, D]: (t_j, 0, 0)
+    action_cos = plan.cos[plan.action_rows]  # [4, D]: (t_i, 0, 0)
+    if tcf == 1:
+        torch.testing.assert_close(action_cos, frame_cos[1:], atol=1e-6, rtol=0)
+    else:  # latent frame j covers pixel frames up to 4 j: action 4 j - 1 would share its time
+        assert not torch.allclose(action_cos, frame_cos[1:], atol=1e-3)
+        default = ours.plan([GenerationSpec(prefix=prefix, vision_shape=(5, 2, 2), vision_noisy=(1,), fps=10.0,
+                                            action_len=4)])  # fmt: skip
+        torch.testing.assert_close(default.cos, plan.cos, atol=0, rtol=0)

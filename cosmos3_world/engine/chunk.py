@@ -95,7 +95,8 @@ class ChunkBatch:
         self.mask = flatten([torch.ones_like(v) for v in vision] + [keep[i] for i in self.generated])
         prompts = [job.prompt_ids for job in jobs] + ([job.negative_ids for job in jobs] if self.use_cfg else [])
         prefixes = prefix_cache.get_many(prompts)
-        specs = [_spec(jobs[i % len(jobs)], vision[i % len(jobs)], p) for i, p in enumerate(prefixes)]
+        tcf = codec.temporal_factor
+        specs = [_spec(jobs[i % len(jobs)], vision[i % len(jobs)], p, tcf) for i, p in enumerate(prefixes)]
         self.plan = generator.plan(specs)  # cond rows first, then uncond rows
 
     def initial_state(self) -> torch.Tensor:
@@ -132,9 +133,10 @@ class ChunkBatch:
         return [ChunkOutput(latents=parts[i].clone(), actions=actions[i]) for i in range(b)]
 
 
-def _spec(job: ChunkJob, vision: torch.Tensor, prefix) -> GenerationSpec:
+def _spec(job: ChunkJob, vision: torch.Tensor, prefix, temporal_compression: int) -> GenerationSpec:
     return GenerationSpec(
         prefix=prefix,
+        temporal_compression=temporal_compression,
         vision_shape=tuple(vision.shape[1:]),
         fps=job.fps,
         vision_noisy=tuple(range(job.vision_clean, job.latent_frames)),

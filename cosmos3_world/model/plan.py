@@ -104,7 +104,9 @@ class GenerationSpec:
 
     vision_shape is the latent (T, H, W); vision_noisy the latent frames being denoised (the rest
     are clean conditioning). fps is the video frame rate used by fps-modulated positions (actions
-    share it). Sound and action are optional; `domain_id` picks the action head of the embodiment.
+    share it); temporal_compression is the codec's pixel frames per latent frame (the published Wan
+    VAE's 4), so a latent frame sits at the time of its pixel frames and action i at that of frame i + 1.
+    Sound and action are optional; `domain_id` picks the action head of the embodiment.
     """
 
     prefix: PrefixKV
@@ -116,6 +118,7 @@ class GenerationSpec:
     action_len: int = 0
     action_noisy: tuple[int, ...] = ()
     domain_id: int = 0
+    temporal_compression: int = 4
 
     @property
     def sound_noisy_frames(self) -> tuple[int, ...]:
@@ -182,7 +185,9 @@ def build_plan(
             base_fps=float(cfg.base_fps),
             reset_spatial_ids=cfg.unified_3d_mrope_reset_spatial_ids,
         )
-        seq_pos = [grid_position_ids(t, hp, wp, fps=fps, temporal_compression=4, **grid)]
+        # Time in the model's base ticks (base_fps / 4 per second, the published VAE's rate) whatever the codec.
+        seq_pos = [grid_position_ids(t, hp, wp, fps=fps, temporal_compression=spec.temporal_compression,
+                                     base_temporal_compression=4, **grid)]  # fmt: skip
         rows["v"].append(torch.arange(cursor, cursor + t * per_frame))
         noisy = torch.tensor(sorted(spec.vision_noisy), dtype=torch.long)
         nv = (noisy[:, None] * per_frame + torch.arange(per_frame)).flatten() + cursor

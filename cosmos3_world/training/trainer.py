@@ -126,7 +126,8 @@ class Trainer:
         return [
             GenerationSpec(prefix=prefixes[tuple(i)], vision_shape=(len(w.frames), *self.latent_hw),
                            vision_noisy=w.vision_noisy, fps=float(emb.control_hz), action_len=len(w.actions),
-                           action_noisy=w.action_noisy, domain_id=emb.domain_id)
+                           action_noisy=w.action_noisy, domain_id=emb.domain_id,
+                           temporal_compression=self.codec.temporal_factor)
             for w, i in zip(windows, ids)
         ]  # fmt: skip
 
