@@ -181,26 +181,64 @@ def test_exported_bundle_loads_and_rolls_out(tmp_path, dataset):
     assert world.predict().actions.shape == (4, 2)
 
 
-# The shipped embedded world beats copy-last-frame on held-out seeds (bench/fidelity.py gives the full report).
+# The shipped embedded world (bench/fidelity.py gives its full report).
 SHIPPED_MARGIN_DB = 1.0  # mean PSNR over chunks 2-3 of 4 held-out episodes, model minus copy-last-frame
 
 
-def test_shipped_embedded_world_beats_copy_last_frame(monkeypatch):
+@pytest.fixture(scope="module")
+def shipped():
+    """The embedded world bundle inside the installed package (skips while none is shipped)."""
+    from cosmos3_world.envs.models import embedded_world_path
+
+    bundle = embedded_world_path()
+    if bundle is None:
+        pytest.skip("no embedded world shipped yet (it is committed only once it beats copy-last-frame)")
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def fidelity():
     import importlib.util
     import sys
     from pathlib import Path
 
-    import cosmos3_world
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    bundle = Path(cosmos3_world.__file__).parent / "assets" / "embedded_world"
-    if not (bundle / "model_index.json").is_file():
-        pytest.skip("no embedded world shipped yet (it is committed only once it beats copy-last-frame)")
     spec = importlib.util.spec_from_file_location("fidelity", Path(__file__).parents[1] / "bench" / "fidelity.py")
-    fidelity = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "fidelity", fidelity)  # dataclasses look their module up there
-    spec.loader.exec_module(fidelity)
-    wm = WorldModel.from_pretrained(bundle)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fidelity"] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("fidelity", None)
+
+
+def test_shipped_embedded_world_is_a_small_offline_bundle_and_the_default(shipped, monkeypatch):
+    import gymnasium as gym
+
+    from cosmos3_world.envs.models import default_model_path
+    from cosmos3_world.sim import PushSimEnv, push_spaces
+
+    size = sum(f.stat().st_size for f in shipped.rglob("*") if f.is_file())
+    assert size <= 20 * 2**20, f"{size / 2**20:.1f} MiB"
+    assert (shipped / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+    assert bundle_defaults(shipped)["embodiment"] == "pusht"
+    assert default_model_path() == shipped
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    env = gym.make("Cosmos3World-v0")  # no argument: the embedded world, with its own sampler defaults
+    try:
+        assert env.unwrapped.model.source["resolved"] == str(shipped)
+        obs_space, act_space = push_spaces(4, 64)
+        assert env.observation_space == obs_space and env.action_space == act_space
+        obs, _ = env.reset(seed=3)
+        np.testing.assert_array_equal(obs["pixels"], PushSimEnv(chunk_size=4).reset(seed=3)[0]["pixels"])
+        obs, reward, _, _, info = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs) and "is_success" in info
+    finally:
+        env.close()
+
+
+def test_shipped_embedded_world_beats_copy_last_frame(shipped, fidelity):
+    wm = WorldModel.from_pretrained(shipped)
     recs = fidelity.record([fidelity.HELD_OUT_SEED + i for i in range(4)], chunks=3)
     model = fidelity.imagine(wm, recs, [r.actions for r in recs])  # [N, 12, H, W, 3]
     true = np.stack([r.frames[1:] for r in recs])
