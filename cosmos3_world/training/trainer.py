@@ -326,13 +326,16 @@ def export_bundle(
     return out
 
 
-def export_run(run_dir: str | Path, out: str | Path, sampler: dict[str, Any] | None = None) -> Path:
-    """Export the EMA weights of a run's latest checkpoint as a bundle (works while the run goes on)."""
+def export_run(
+    run_dir: str | Path, out: str | Path, sampler: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32
+) -> Path:
+    """Export the EMA weights of a run's latest checkpoint as a bundle (works while the run goes on); `dtype` is
+    the stored weights' (bfloat16 halves the bundle; loading upcasts to float32 by default)."""
     run = Path(run_dir)
     state = torch.load(run / "checkpoint" / "trainer_state.pt", weights_only=False)
     config = TrainConfig.from_dict(state["config"])
     ema = Cosmos3Generator.from_pretrained(run / "checkpoint", subfolder="ema")
-    return export_bundle(ema, run / "base", out, config, sampler=sampler)
+    return export_bundle(ema, run / "base", out, config, sampler=sampler, dtype=dtype)
 
 
 def bundle_defaults(bundle: str | Path) -> dict[str, Any]:
