@@ -12,8 +12,10 @@ from typing import Any
 # rope_theta 10, not the published 5e6: with head_dim 32 the w axis's fastest rotary frequency would be 5e6^(-1/8)
 # = 0.15 rad per token (0.75 with theta 10), too slow for attention to find the same place in a context frame of an
 # 8x8 token grid; the 5e6 run never learned to copy its context (13 dB against copy-last-frame's 22).
+# 8 key/value heads: a context token's 192-dim patch crosses attention through kv_heads x head_dim dims per
+# layer, and 2 x 32 gave blurry, striped copies. 5.3M parameters: export in bfloat16 to stay under 20 MB.
 EMBEDDED_MODEL_CONFIG: dict[str, Any] = dict(
-    hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, head_dim=32,
+    hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8, head_dim=32,
     intermediate_size=384, rope_axes_dim=[6, 5, 5], rope_theta=10.0, vocab_size=640, latent_channel=48,
     latent_patch_size=2, patch_latent_dim=192, action_gen=True, action_dim=16, num_embodiment_domains=32,
 )  # fmt: skip
@@ -64,10 +66,10 @@ class TrainConfig:
                       for k, v in d.items() if k in known})  # fmt: skip
 
 
-# Sampler settings written into exported bundles, chosen with `bench/fidelity.py --sweep` (PSNR after 5 chunks, step
-# 1688 of the 2x2-patch run: Euler 1 step 13.1 dB, 2 steps 12.4, 4 steps 11.6, 8 steps 11.2; UniPC 4 / 8 steps 11.4
-# / 11.0; guidance 2 / 4 at 4 Euler steps 11.5 / 11.1). Re-run the sweep on a better-trained checkpoint.
-DEFAULT_SAMPLER: dict[str, Any] = {"num_steps": 1, "solver": "euler", "guidance_scale": 1.0}
+# Sampler settings written into exported bundles, chosen with `bench/fidelity.py --sweep` (PSNR after 5 chunks, run
+# embedded4 at step 2850: Euler 1 step 20.53 dB, 2 steps 20.95, 4 steps 20.85, 8 steps 20.49; UniPC 4 / 8 steps
+# 20.80 / 20.26; guidance 2 / 4 at 4 Euler steps 20.64 / 19.32). Re-run the sweep on the checkpoint that ships.
+DEFAULT_SAMPLER: dict[str, Any] = {"num_steps": 2, "solver": "euler", "guidance_scale": 1.0}
 
 
 def add_train_arguments(p: Any) -> None:
