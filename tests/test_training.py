@@ -143,8 +143,8 @@ def test_context_noise_perturbs_only_the_history_of_forward_and_policy_windows(t
         w = store.window(0, 2, history=2, chunk=4, mode=mode)
         z = clean.encode_frames([w.frames])[0]  # [C, 6, h, w]
         a = clean.clean_actions([w], 16)[0]
-        v0, a0, t0 = clean.noised(w, z, a, 0.7, torch.Generator().manual_seed(3))
-        v1, a1, t1 = noisy.noised(w, z, a, 0.7, torch.Generator().manual_seed(3))
+        v0, _, t0 = clean.noised(w, z, a, 0.7, torch.Generator().manual_seed(3))
+        v1, _, t1 = noisy.noised(w, z, a, 0.7, torch.Generator().manual_seed(3))
         torch.testing.assert_close(v1[:, 2:], v0[:, 2:], atol=0, rtol=0)  # the chunk's frames: same noise
         torch.testing.assert_close(t1[0], t0[0], atol=0, rtol=0)  # targets are the clean frames' velocity
         if mode == INVERSE:  # inverse dynamics reads real video: every frame stays clean

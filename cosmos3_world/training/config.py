@@ -6,14 +6,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-# The embedded world's generator: 4.5M parameters (17 MiB in float32), 64 tokens per 64x64 frame (16x16x48
-# latents, 2x2 patches). The width must exceed the 192-dim patch: the velocity at a noisy token carries the token's
-# noise, which a narrower model (e.g. 4x4 patches = 768 dims into 192) cannot pass through, so it never denoises.
+# The embedded world's generator: 5.3M parameters (21 MB in float32: export it in bfloat16 to ship under 20 MB),
+# 64 tokens per 64x64 frame (16x16x48 latents, 2x2 patches). The width must exceed the 192-dim patch: the velocity
+# at a noisy token carries the token's noise, which a narrower model (e.g. 4x4 patches = 768 dims into 192) cannot
+# pass through, so it never denoises.
 # rope_theta 10, not the published 5e6: with head_dim 32 the w axis's fastest rotary frequency would be 5e6^(-1/8)
 # = 0.15 rad per token (0.75 with theta 10), too slow for attention to find the same place in a context frame of an
 # 8x8 token grid; the 5e6 run never learned to copy its context (13 dB against copy-last-frame's 22).
 # 8 key/value heads: a context token's 192-dim patch crosses attention through kv_heads x head_dim dims per
-# layer, and 2 x 32 gave blurry, striped copies. 5.3M parameters: export in bfloat16 to stay under 20 MB.
+# layer, and 2 x 32 (4.5M parameters) gave blurry, striped copies.
 EMBEDDED_MODEL_CONFIG: dict[str, Any] = dict(
     hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8, head_dim=32,
     intermediate_size=384, rope_axes_dim=[6, 5, 5], rope_theta=10.0, vocab_size=640, latent_channel=48,
