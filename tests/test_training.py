@@ -165,6 +165,45 @@ def test_resume_keeps_the_saved_config_but_takes_a_new_context_noise(tmp_path, d
     assert resumed.step == 2 and resumed.config.lr == 3e-3 and resumed.config.context_noise == 0.1
 
 
+def test_a_copied_run_directory_resumes_as_a_branch_that_writes_only_to_itself(tmp_path, dataset):
+    import shutil
+
+    from cosmos3_world.training.trainer import train
+
+    cfg = TrainConfig(data=[str(dataset)], run_dir=str(tmp_path / "trunk"), model=dict(TINY), batch_size=2,
+                      warmup_steps=1, total_steps=1, lr=3e-3, threads=1)  # fmt: skip
+    train(cfg, progress=False)
+    shutil.copytree(tmp_path / "trunk", tmp_path / "branch")
+
+    def saved_step(run: str) -> int:
+        return torch.load(tmp_path / run / "checkpoint" / "trainer_state.pt", weights_only=False)["step"]
+
+    branch = TrainConfig(**{**cfg.__dict__, "run_dir": str(tmp_path / "branch"), "total_steps": 2,
+                            "motion_weight": 3.0})  # fmt: skip
+    resumed = train(branch, resume=True, progress=False)
+    assert resumed.step == 2 and resumed.config.motion_weight == 3.0
+    assert resumed.config.run_dir == str(tmp_path / "branch")
+    assert saved_step("branch") == 2 and saved_step("trunk") == 1  # the trunk is untouched
+
+
+def test_motion_weights_mark_the_tokens_that_move_and_raise_their_loss(tmp_path, dataset):
+    store = EpisodeStore([dataset], progress=False)
+    plain, weighted = _trainer(tmp_path / "a", dataset), _trainer(tmp_path / "b", dataset, motion_weight=4.0)
+    w = store.window(0, 2, history=2, chunk=4, mode=FORWARD)
+    z = plain.encode_frames([w.frames])[0]  # [C, 6, h, w]
+    assert plain.motion_weights(w, z, 4) is None
+    m = weighted.motion_weights(w, z, 4)[0]  # [4, h, w]
+    assert m.shape == (4, *z.shape[2:]) and set(m.unique().tolist()) <= {1.0, 5.0}
+    moved = (z[:, 2:] - z[:, 1:2]).abs().amax(0) > 0.1  # latents that changed since the last history frame
+    assert moved.any() and (m[moved] == 5.0).all()  # every moved latent is weighted (with its whole token)
+    assert 0 < (m == 5.0).float().mean() < 0.5  # the agent and block, not the whole frame
+    assert weighted.motion_weights(store.window(0, 2, history=2, chunk=4, mode=INVERSE), z, 4) is None
+    windows = [w, store.window(1, 1, history=1, chunk=4, mode=POLICY)]
+    lp, _ = plain.batch_loss(windows, torch.Generator().manual_seed(0), np.random.default_rng(0))
+    lw, _ = weighted.batch_loss(windows, torch.Generator().manual_seed(0), np.random.default_rng(0))
+    assert float(lw) > float(lp)  # same weights, same noise: only the weighting differs
+
+
 def test_exported_bundle_loads_and_rolls_out(tmp_path, dataset):
     tr = _trainer(tmp_path / "run", dataset, bf16=True)
     tr.train_step(WindowSampler(EpisodeStore([dataset], progress=False), chunk=4))

@@ -50,6 +50,8 @@ class TrainConfig:
     action_weight: float = 1.0
     context_noise: float = 0.0  # max std of Gaussian noise added to the clean history frames (forward / policy
     # windows, std ~ U(0, context_noise) per window): later chunks condition on the model's own imperfect frames
+    motion_weight: float = 0.0  # extra loss weight on the latent tokens of noisy frames that differ from the last
+    # history frame (the agent and block are ~10% of the tokens, and an unweighted loss lets a small model erase them)
     bf16: bool = True  # bfloat16 autocast on CPU
     train_understanding: bool = False  # False: the Reasoner pathway keeps its initial weights (a fixed random text
     # encoder whose K/V still tell the instructions apart); its prefixes are then encoded once, which saves ~40%
@@ -89,6 +91,8 @@ def add_train_arguments(p: Any) -> None:
     p.add_argument("--max-episodes", type=int, default=None, help="use at most this many episodes")
     p.add_argument("--context-noise", type=float, default=d.context_noise,
                    help="max std of noise on the history frames (robustness to the model's own frames)")  # fmt: skip
+    p.add_argument("--motion-weight", type=float, default=d.motion_weight,
+                   help="extra loss weight on tokens that move (differ from the last history frame)")  # fmt: skip
     p.add_argument("--no-bf16", action="store_true", help="train in float32")
     p.add_argument("--seed", type=int, default=d.seed, help="init, batch and noise seed")
     p.add_argument("--model", type=json.loads, default=None, help="generator config overrides as JSON")
@@ -102,4 +106,5 @@ def config_from_args(args: Any) -> TrainConfig:
         chunk_size=args.chunk_size, history=args.history, total_steps=args.steps, threads=args.threads,
         checkpoint_minutes=args.checkpoint_minutes, max_minutes=args.max_minutes, max_episodes=args.max_episodes,
         bf16=not args.no_bf16, seed=args.seed, context_noise=args.context_noise,
+        motion_weight=args.motion_weight,
     )  # fmt: skip

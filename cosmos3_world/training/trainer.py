@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..codecs import load_codec
@@ -33,6 +34,9 @@ from ..engine.prompts import PromptEncoder, load_tokenizer
 from ..model import Cosmos3Generator, GenerationSpec
 from .config import DEFAULT_SAMPLER, DEFAULTS_KEY, EMBODIMENT, TrainConfig, add_train_arguments, config_from_args
 from .data import INVERSE, MODES, EpisodeStore, Window, WindowSampler
+
+# A latent (= pixel in [-1, 1], space-to-depth codec) counts as moved when it changes by more than this (~13 levels).
+MOTION_THRESHOLD = 0.1
 
 
 def _shifted_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
@@ -175,7 +179,9 @@ class Trainer:
         for i, (w, (tv, ta)) in enumerate(zip(windows, targets)):
             ex = 0.0
             if tv.numel():
-                e = (out.sample[i][:, list(w.vision_noisy)].float() - tv).pow(2).sum()
+                e = (out.sample[i][:, list(w.vision_noisy)].float() - tv).pow(2)
+                weight = self.motion_weights(w, x0[i], gen.config.latent_patch_size)
+                e = (e if weight is None else e * weight).sum()
                 v_err, v_cnt = v_err + e, v_cnt + tv.numel()
                 ex += float(e.detach()) / tv.numel()
             if ta.numel():
@@ -213,6 +219,17 @@ class Trainer:
         a_in = a.clone()
         a_in[na] = (1 - s) * a[na] + s * an[na]
         return v_in, a_in, ((n - z)[:, nz], (an - a)[na, : emb.action_dim])
+
+    def motion_weights(self, w: Window, z: torch.Tensor, patch: int) -> torch.Tensor | None:
+        """Loss weights [1, n, h, w] over a window's noisy frames: 1 + motion_weight on the tokens (patch x patch
+        latents) that differ from the last history frame by more than MOTION_THRESHOLD anywhere, else 1."""
+        if self.config.motion_weight <= 0 or not w.vision_noisy:
+            return None
+        ref = z[:, w.history - 1 : w.history]  # [C, 1, h, w]
+        diff = (z[:, list(w.vision_noisy)] - ref).abs().amax(0)  # [n, h, w]
+        moved = F.max_pool2d(diff[None], patch)[0] > MOTION_THRESHOLD  # [n, h / p, w / p]
+        moved = moved.repeat_interleave(patch, 1).repeat_interleave(patch, 2)  # [n, h, w]
+        return (1 + self.config.motion_weight * moved.float())[None]
 
     def _prefix(self, gen: Cosmos3Generator, ids: tuple[int, ...]):
         """The prompt's Reasoner K/V: with autograd when the understanding pathway trains, else encoded once."""
@@ -383,10 +400,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     run.mkdir(parents=True, exist_ok=True)
     if resume and (run / "checkpoint" / "trainer_state.pt").is_file():
         saved = torch.load(run / "checkpoint" / "trainer_state.pt", weights_only=False)["config"]
-        # What a resume may change: the schedule's length, the run's time and threads, and a context noise given
-        # anew (a run can start clean and be made robust to its own frames later).
-        runtime = ("total_steps", "max_minutes", "checkpoint_minutes", "threads", "log_every")
-        keep = {k: v for k, v in asdict(config).items() if k in runtime or (k == "context_noise" and v > 0)}
+        # What a resume may change: where the run and its data are (a copied run directory branches off), the
+        # schedule's length, the run's time and threads, and a context noise or motion weight given anew (a run
+        # can start plain and be made robust to its own frames, or attentive to what moves, later).
+        runtime = ("data", "run_dir", "total_steps", "max_minutes", "checkpoint_minutes", "threads", "log_every")
+        anew = ("context_noise", "motion_weight")
+        keep = {k: v for k, v in asdict(config).items() if k in runtime or (k in anew and v > 0)}
         config = TrainConfig.from_dict({**saved, **keep})
         trainer = Trainer(config)
         trainer.load()
