@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cosmos3_world.engine import WorldModel
+from cosmos3_world.engine.embodiments import action_features, prepare_actions
 from cosmos3_world.engine.pixels import to_pixels
 from cosmos3_world.engine.sampler import SamplerConfig
 from cosmos3_world.sim.dataset import collect, load_episode, load_index
@@ -50,16 +51,22 @@ def test_loss_falls_on_a_fixed_batch(tmp_path, dataset):
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
 
 
-def test_training_forward_equals_engine_inference(tmp_path, dataset):
+@pytest.mark.parametrize("octaves", [0, 3])
+def test_training_forward_equals_engine_inference(tmp_path, dataset, octaves):
     """Trained weights through the unchanged engine (one Euler step, no CFG) give exactly what the training forward
-    gives at the same noise: same prompt, positions, fps, clean/noisy split, in float32."""
-    tr = _trainer(tmp_path / "run", dataset, bf16=False)
+    gives at the same noise: same prompt, positions, fps, clean/noisy split, action features, in float32."""
+    tr = _trainer(tmp_path / "run", dataset, bf16=False, action_fourier_octaves=octaves)
     sampler = WindowSampler(EpisodeStore([dataset], progress=False), chunk=4)
     for _ in range(2):  # "trained" weights
         tr.train_step(sampler)
     bundle = tr.export(tmp_path / "bundle", ema=False)
     wm = WorldModel.from_pretrained(bundle, sampler=SamplerConfig(num_steps=1, solver="euler", guidance_scale=1.0))
+    assert wm.action_octaves == octaves  # declared by the bundle
     ep = load_episode(dataset / load_index(dataset)["episodes"][0]["file"])
+
+    def past(i: int) -> list[torch.Tensor]:  # recorded action i as the engine keeps a past action (model space)
+        return [prepare_actions(ep.actions[i : i + 1], "pusht", d, fourier_octaves=octaves)[0]]
+
     gen, d = tr.model.eval(), tr.model.config.action_dim
     sched = wm.sampler.make_scheduler()
     t, sigma = float(sched.timesteps[0]), float(sched.sigmas[0])
@@ -91,15 +98,18 @@ def test_training_forward_equals_engine_inference(tmp_path, dataset):
         if mode == POLICY:
             expected_a = a_noise[-4:, :2] - sigma * out.action[0][-4:, :2]
             torch.testing.assert_close(torch.from_numpy(res.actions), expected_a, atol=2e-5, rtol=1e-5)
+            # the generated actions condition the next chunk featurised like given ones
+            again = prepare_actions(res.actions[-1:], "pusht", d, fourier_octaves=octaves)[0]
+            torch.testing.assert_close(world.past_actions[-1], again, atol=1e-5, rtol=1e-5)
 
     world = wm.reset(image=ep.frames[0], instruction=ep.instruction, embodiment="pusht", seed=3, chunk_size=4,
                      history=2)  # fmt: skip
     check(world, FORWARD, history=1, start=0)  # first chunk: one history frame
     world.frames = list(to_pixels(ep.frames[3:5], "video").unbind(1))  # condition on the recorded frames again
-    world.past_actions = [torch.from_numpy(np.pad(ep.actions[3], (0, d - 2)))]
+    world.past_actions = past(3)
     check(world, FORWARD, history=2, start=3)
     world.frames = list(to_pixels(ep.frames[7:9], "video").unbind(1))
-    world.past_actions = [torch.from_numpy(np.pad(ep.actions[7], (0, d - 2)))]
+    world.past_actions = past(7)
     check(world, POLICY, history=2, start=7)
 
     # Inverse dynamics: every frame clean, every action noisy (infer_actions' layout).
@@ -184,6 +194,41 @@ def test_a_copied_run_directory_resumes_as_a_branch_that_writes_only_to_itself(t
     assert resumed.step == 2 and resumed.config.motion_weight == 3.0
     assert resumed.config.run_dir == str(tmp_path / "branch")
     assert saved_step("branch") == 2 and saved_step("trunk") == 1  # the trunk is untouched
+
+
+def test_action_features_are_fourier_features_of_the_raw_columns():
+    a = torch.tensor([[0.25, -0.5], [1.0, 0.0]])
+    x = torch.nn.functional.pad(a, (0, 14))  # [2, 16] model space, zero-padded
+    f = action_features(x, 2, 3)  # [a | sin(pi a), sin(2 pi a), sin(4 pi a) | cos(...)]
+    freqs = torch.tensor([1.0, 2.0, 4.0]) * torch.pi
+    phase = (a[:, None, :] * freqs[None, :, None]).flatten(1)  # [2, 6]
+    torch.testing.assert_close(f[:, :2], a)
+    torch.testing.assert_close(f[:, 2:8], torch.sin(phase))
+    torch.testing.assert_close(f[:, 8:14], torch.cos(phase))
+    assert (f[:, 14:] == 0).all()
+    assert torch.equal(action_features(x, 2, 0), x)
+    torch.testing.assert_close(prepare_actions(a.numpy(), "pusht", 16, fourier_octaves=3), f)
+    with pytest.raises(ValueError, match="fourier_octaves=4 needs 18 action columns"):
+        prepare_actions(a.numpy(), "pusht", 16, fourier_octaves=4)
+    with pytest.raises(ValueError, match="fourier_octaves must be a non-negative int"):
+        action_features(x, 2, -1)
+
+
+def test_switching_on_action_features_at_a_resume_keeps_the_function(tmp_path, dataset):
+    from cosmos3_world.training.trainer import train
+
+    cfg = TrainConfig(data=[str(dataset)], run_dir=str(tmp_path), model=dict(TINY), batch_size=2, warmup_steps=1,
+                      total_steps=1, lr=3e-3, threads=1, bf16=False)  # fmt: skip
+    plain = train(cfg, progress=False)
+    store = EpisodeStore([dataset], progress=False)
+    windows = [store.window(0, 1, history=2, chunk=4, mode=m) for m in (FORWARD, POLICY)]
+    before, _ = plain.batch_loss(windows, torch.Generator().manual_seed(0), np.random.default_rng(0))
+    featured = TrainConfig(**{**cfg.__dict__, "total_steps": 1, "action_fourier_octaves": 3})
+    resumed = train(featured, resume=True, progress=False)
+    assert resumed.config.action_fourier_octaves == 3
+    assert (resumed.clean_actions(windows, 16)[0][:, 2:14] != 0).any()  # the features are fed ...
+    after, _ = resumed.batch_loss(windows, torch.Generator().manual_seed(0), np.random.default_rng(0))
+    torch.testing.assert_close(after, before)  # ... and start out ignored
 
 
 def test_motion_weights_mark_the_tokens_that_move_and_raise_their_loss(tmp_path, dataset):

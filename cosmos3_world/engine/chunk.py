@@ -83,11 +83,11 @@ class ChunkBatch:
             noisy = torch.zeros(len(job.actions), dtype=torch.bool)
             noisy[list(job.action_noisy)] = True
             a = torch.where(noisy[:, None], a_noise, job.actions)
-            a[:, job.embodiment.action_dim :] = 0
-            actions.append(a)
-            raw = torch.zeros(a.shape[1])
-            raw[: job.embodiment.action_dim] = 1
-            keep.append(raw.expand_as(a))
+            a[noisy, job.embodiment.action_dim :] = 0  # sampled rows: the raw columns only (clean rows keep
+            actions.append(a)  # their features: embodiments.action_features)
+            k = torch.ones_like(a)
+            k[noisy, job.embodiment.action_dim :] = 0
+            keep.append(k)
         self.generated = [i for i, job in enumerate(jobs) if job.action_noisy]  # jobs whose actions are sampled
         self._fixed_actions = [a.to(generator.dtype) for a in actions]  # model inputs of the other jobs
         self._actions = actions

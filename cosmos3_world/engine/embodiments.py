@@ -219,9 +219,14 @@ def get_embodiment(name_or_embodiment: str | Embodiment) -> Embodiment:
 
 
 def prepare_actions(
-    actions: Any, embodiment: str | Embodiment, action_dim: int, chunk_size: int | None = None
+    actions: Any,
+    embodiment: str | Embodiment,
+    action_dim: int,
+    chunk_size: int | None = None,
+    fourier_octaves: int = 0,
 ) -> torch.Tensor:
-    """Validate raw actions ``[T, raw_width]``, normalise them if the embodiment has stats, zero-pad to ``action_dim``.
+    """Validate raw actions ``[T, raw_width]``, normalise them if the embodiment has stats, zero-pad to ``action_dim``
+    (with ``fourier_octaves`` > 0, write their Fourier features into the padding: see `action_features`).
 
     Returns a new float32 tensor ``[T, action_dim]`` (on the input's device for tensors, else CPU).
     """
@@ -250,7 +255,35 @@ def prepare_actions(
         span = high - low
         safe_span = torch.where(span > 0, span, torch.ones_like(span))
         x = torch.where(span > 0, (2 * (x - low) / safe_span - 1).clamp(-1.0, 1.0), torch.zeros_like(x))
-    return torch.nn.functional.pad(x, (0, action_dim - emb.action_dim))
+    return action_features(
+        torch.nn.functional.pad(x, (0, action_dim - emb.action_dim)), emb.action_dim, fourier_octaves
+    )
+
+
+def action_features(actions: torch.Tensor, width: int, octaves: int) -> torch.Tensor:
+    """Model-space actions [T, D] whose first `width` columns hold the action -> a copy with sin, cos(2^j pi a) of
+    those columns (j < octaves) in the columns after them, zeros beyond; octaves 0: an unchanged copy.
+
+    Fourier features of a coordinate (Tancik et al. 2020) let a small model draw at the position an action names,
+    which a linear embedding of the raw coordinate makes hard. Only clean (conditioning) rows carry them; the rows a
+    sampler denoises keep zeros there, and a generated action is featurised again before it conditions a later chunk.
+    """
+    if not _is_int(octaves) or octaves < 0:
+        raise ValueError(f"fourier_octaves must be a non-negative int, got {octaves!r}.")
+    need = width * (1 + 2 * octaves)
+    if need > actions.shape[1]:
+        raise ValueError(
+            f"fourier_octaves={octaves} needs {need} action columns for a {width}-D action, the model has "
+            f"action_dim={actions.shape[1]}."
+        )
+    out = actions.clone()
+    if octaves:
+        a = actions[:, :width]
+        freqs = math.pi * 2.0 ** torch.arange(octaves, dtype=a.dtype, device=a.device)  # [K]
+        phase = (a[:, None, :] * freqs[None, :, None]).flatten(1)  # [T, K * width]: octave-major
+        out[:, width:need] = torch.cat([torch.sin(phase), torch.cos(phase)], dim=1)
+        out[:, need:] = 0
+    return out
 
 
 def unnormalize_actions(actions: Any, embodiment: str | Embodiment) -> np.ndarray:

@@ -29,7 +29,14 @@ from ..model import Cosmos3Generator, PrefixCache, parse_dtype
 from ..model.checkpoint import resolve_directory
 from .canvas import CANVAS_BINS, Canvas, content_frames, make_canvas, to_canvas
 from .chunk import ChunkBatch, ChunkJob, ChunkOutput
-from .embodiments import DEFAULT_EMBODIMENTS, Embodiment, EmbodimentRegistry, prepare_actions, unnormalize_actions
+from .embodiments import (
+    DEFAULT_EMBODIMENTS,
+    Embodiment,
+    EmbodimentRegistry,
+    action_features,
+    prepare_actions,
+    unnormalize_actions,
+)
 from .pixels import to_pixels, to_uint8
 from .prompts import VIEW_POINT_FRAMING, PromptEncoder, check_length, load_tokenizer
 from .sampler import FlowSampler, SamplerConfig
@@ -38,7 +45,7 @@ _BUNDLE_FOLDERS = ("model_index.json", "transformer/*", "vae/*", "text_tokenizer
 
 # model_index.json may carry this block: the bundle's own defaults for reset() and the sampler.
 BUNDLE_DEFAULTS_KEY = "_cosmos3_world"
-_DEFAULT_KEYS = ("tier", "embodiment", "chunk_size", "history", "sampler")
+_DEFAULT_KEYS = ("tier", "embodiment", "chunk_size", "history", "sampler", "action_fourier_octaves")
 _NO_TIER = object()  # "use the model's default tier" (None itself means native size)
 
 
@@ -136,6 +143,9 @@ class WorldModel:
         # Text positions must stay below the generation tokens' (which start at prompt length + margin).
         self.max_prompt_tokens = max_prompt_tokens or generator.config.unified_3d_mrope_temporal_modality_margin
         self.defaults = _check_defaults(defaults or {})
+        # Fourier features of the clean actions (embodiments.action_features), as the bundle was trained: 0 = none.
+        self.action_octaves = self.defaults.get("action_fourier_octaves", 0)
+        action_features(torch.zeros(1, generator.config.action_dim), 1, self.action_octaves)  # validates
         self.progress = progress
         self.source: dict[str, Any] | None = None  # where from_pretrained loaded it from
 
@@ -293,7 +303,11 @@ class WorldModel:
         prepared = []
         for i, (w, a) in enumerate(zip(worlds, actions)):
             try:
-                prepared.append(prepare_actions(a, w.embodiment, self.generator.config.action_dim, w.chunk_size))
+                prepared.append(
+                    prepare_actions(
+                        a, w.embodiment, self.generator.config.action_dim, w.chunk_size, self.action_octaves
+                    )
+                )
             except ValueError as e:
                 raise ValueError(f"actions[{i}]: {e}") from None
         outputs = self._run([self._world_job(w, a) for w, a in zip(worlds, prepared)])
@@ -307,7 +321,8 @@ class WorldModel:
         results = []
         for w, (out, pixels) in zip(worlds, outputs):
             new = out.actions[-w.chunk_size :]
-            result = self._advance(w, out, new, pixels)
+            d = w.embodiment.action_dim  # later chunks condition on the generated actions, featurised as given ones
+            result = self._advance(w, out, action_features(new, d, self.action_octaves), pixels)
             result.actions = unnormalize_actions(new[:, : w.embodiment.action_dim], w.embodiment)
             results.append(result)
         return results

@@ -52,6 +52,7 @@ class TrainConfig:
     # windows, std ~ U(0, context_noise) per window): later chunks condition on the model's own imperfect frames
     motion_weight: float = 0.0  # extra loss weight on the latent tokens of noisy frames that differ from the last
     # history frame (the agent and block are ~10% of the tokens, and an unweighted loss lets a small model erase them)
+    action_fourier_octaves: int = 0  # Fourier features of the clean actions (engine.embodiments.action_features)
     bf16: bool = True  # bfloat16 autocast on CPU
     train_understanding: bool = False  # False: the Reasoner pathway keeps its initial weights (a fixed random text
     # encoder whose K/V still tell the instructions apart); its prefixes are then encoded once, which saves ~40%
@@ -93,6 +94,8 @@ def add_train_arguments(p: Any) -> None:
                    help="max std of noise on the history frames (robustness to the model's own frames)")  # fmt: skip
     p.add_argument("--motion-weight", type=float, default=d.motion_weight,
                    help="extra loss weight on tokens that move (differ from the last history frame)")  # fmt: skip
+    p.add_argument("--action-fourier-octaves", type=int, default=d.action_fourier_octaves,
+                   help="octaves of Fourier features of the clean actions (declared in the bundle)")  # fmt: skip
     p.add_argument("--no-bf16", action="store_true", help="train in float32")
     p.add_argument("--seed", type=int, default=d.seed, help="init, batch and noise seed")
     p.add_argument("--model", type=json.loads, default=None, help="generator config overrides as JSON")
@@ -106,5 +109,5 @@ def config_from_args(args: Any) -> TrainConfig:
         chunk_size=args.chunk_size, history=args.history, total_steps=args.steps, threads=args.threads,
         checkpoint_minutes=args.checkpoint_minutes, max_minutes=args.max_minutes, max_episodes=args.max_episodes,
         bf16=not args.no_bf16, seed=args.seed, context_noise=args.context_noise,
-        motion_weight=args.motion_weight,
+        motion_weight=args.motion_weight, action_fourier_octaves=args.action_fourier_octaves,
     )  # fmt: skip

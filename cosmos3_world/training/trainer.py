@@ -118,8 +118,9 @@ class Trainer:
         return out
 
     def clean_actions(self, windows: Sequence[Window], action_dim: int) -> list[torch.Tensor]:
-        """Model-space actions [A, action_dim] per window (the engine's `prepare_actions`: zero-padded raw)."""
-        return [prepare_actions(w.actions, self.embodiment, action_dim) for w in windows]
+        """Model-space actions [A, action_dim] per window, as the engine's `prepare_actions` makes them."""
+        octaves = self.config.action_fourier_octaves
+        return [prepare_actions(w.actions, self.embodiment, action_dim, fourier_octaves=octaves) for w in windows]
 
     def specs(self, gen: Cosmos3Generator, windows: Sequence[Window], ids: Sequence[Sequence[int]]):
         """The GenerationSpec of each window, as the engine's `_specs` builds them for a chunk."""
@@ -218,6 +219,7 @@ class Trainer:
         na = list(w.action_noisy)
         a_in = a.clone()
         a_in[na] = (1 - s) * a[na] + s * an[na]
+        a_in[na, emb.action_dim :] = 0  # the rows being denoised carry the raw action only, as in the engine
         return v_in, a_in, ((n - z)[:, nz], (an - a)[na, : emb.action_dim])
 
     def motion_weights(self, w: Window, z: torch.Tensor, patch: int) -> torch.Tensor | None:
@@ -278,6 +280,16 @@ class Trainer:
         torch._foreach_lerp_(ema, src, 1 - decay)
 
     # ------------------------------------------------------------------ checkpoints and export
+    @torch.no_grad()
+    def zero_feature_columns(self) -> None:
+        """Zero the action input weights of the columns past the raw action (model and EMA), so that switching on
+        Fourier features leaves the function unchanged (those columns held only zeros until now)."""
+        d, raw = self.model.config.action_dim, self.embodiment.action_dim
+        for gen in (self.model, self.ema):
+            proj = gen.action_proj_in
+            w = proj.fc.weight.view(proj.num_domains, d, proj.output_size)  # row d is the flattened [in, out]
+            w[self.embodiment.domain_id, raw:] = 0
+
     def save(self, directory: str | Path | None = None) -> Path:
         """model/ and ema/ (published transformer layout) + trainer_state.pt; written aside, then swapped in."""
         final = Path(directory or self.run_dir / "checkpoint")
@@ -335,6 +347,7 @@ def export_bundle(
         "chunk_size": config.chunk_size,
         "history": config.history,
         "sampler": dict(sampler or DEFAULT_SAMPLER),
+        "action_fourier_octaves": config.action_fourier_octaves,
     }
     (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     if out.exists():
@@ -404,11 +417,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         # schedule's length, the run's time and threads, and a context noise or motion weight given anew (a run
         # can start plain and be made robust to its own frames, or attentive to what moves, later).
         runtime = ("data", "run_dir", "total_steps", "max_minutes", "checkpoint_minutes", "threads", "log_every")
-        anew = ("context_noise", "motion_weight")
+        anew = ("context_noise", "motion_weight", "action_fourier_octaves")
         keep = {k: v for k, v in asdict(config).items() if k in runtime or (k in anew and v > 0)}
         config = TrainConfig.from_dict({**saved, **keep})
         trainer = Trainer(config)
         trainer.load()
+        if config.action_fourier_octaves and not saved.get("action_fourier_octaves"):
+            trainer.zero_feature_columns()  # the features start out ignored: the same function, then fine-tuned
     else:
         trainer = Trainer(config)
     (run / "config.json").write_text(json.dumps(asdict(config), indent=1))
