@@ -11,6 +11,7 @@ from cosmos3_world.engine import WorldModel
 from cosmos3_world.engine.embodiments import action_features, prepare_actions
 from cosmos3_world.engine.pixels import to_pixels
 from cosmos3_world.engine.sampler import SamplerConfig
+from cosmos3_world.policies import push_report
 from cosmos3_world.sim.dataset import collect, load_episode, load_index
 from cosmos3_world.training import FORWARD, INVERSE, POLICY, EpisodeStore, TrainConfig, Trainer, Window, WindowSampler
 from cosmos3_world.training.trainer import bundle_defaults
@@ -265,7 +266,7 @@ def test_exported_bundle_loads_and_rolls_out(tmp_path, dataset):
     assert world.predict().actions.shape == (4, 2)
 
 
-# The shipped embedded world (bench/fidelity.py gives its full report).
+# The shipped embedded world (policies.push_report; bench/fidelity.py prints its full report).
 SHIPPED_MARGIN_DB = 1.0  # mean PSNR over chunks 2-3 of 4 held-out episodes, model minus copy-last-frame
 
 
@@ -278,22 +279,6 @@ def shipped():
     if bundle is None:
         pytest.skip("no embedded world shipped yet (it is committed only once it beats copy-last-frame)")
     return bundle
-
-
-@pytest.fixture(scope="module")
-def fidelity():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("fidelity", Path(__file__).parents[1] / "bench" / "fidelity.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fidelity"] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop("fidelity", None)
 
 
 def test_shipped_embedded_world_is_a_small_offline_bundle_and_the_default(shipped, monkeypatch):
@@ -321,11 +306,11 @@ def test_shipped_embedded_world_is_a_small_offline_bundle_and_the_default(shippe
         env.close()
 
 
-def test_shipped_embedded_world_beats_copy_last_frame(shipped, fidelity):
+def test_shipped_embedded_world_beats_copy_last_frame(shipped):
     wm = WorldModel.from_pretrained(shipped)
-    recs = fidelity.record([fidelity.HELD_OUT_SEED + i for i in range(4)], chunks=3)
-    model = fidelity.imagine(wm, recs, [r.actions for r in recs])  # [N, 12, H, W, 3]
+    recs = push_report.record([push_report.HELD_OUT_SEED + i for i in range(4)], chunks=3)
+    model = push_report.imagine(wm, recs, [r.actions for r in recs])  # [N, 12, H, W, 3]
     true = np.stack([r.frames[1:] for r in recs])
     copy = np.repeat(np.stack([r.frames[:1] for r in recs]), true.shape[1], axis=1)
-    gain = fidelity.psnr(model[:, 4:], true[:, 4:]) - fidelity.psnr(copy[:, 4:], true[:, 4:])
+    gain = push_report.psnr(model[:, 4:], true[:, 4:]) - push_report.psnr(copy[:, 4:], true[:, 4:])
     assert gain > SHIPPED_MARGIN_DB, f"model - copy_last = {gain:.2f} dB"
