@@ -63,6 +63,8 @@ def test_training_forward_equals_engine_inference(tmp_path, dataset, octaves):
     bundle = tr.export(tmp_path / "bundle", ema=False)
     wm = WorldModel.from_pretrained(bundle, sampler=SamplerConfig(num_steps=1, solver="euler", guidance_scale=1.0))
     assert wm.action_octaves == octaves  # declared by the bundle
+    with pytest.raises(ValueError, match="action_fourier_octaves: fourier_octaves=8 needs 17 action columns"):
+        WorldModel(wm.generator, wm.codec, wm.prompts.tokenizer, defaults={"action_fourier_octaves": 8})
     ep = load_episode(dataset / load_index(dataset)["episodes"][0]["file"])
 
     def past(i: int) -> list[torch.Tensor]:  # recorded action i as the engine keeps a past action (model space)

@@ -145,7 +145,10 @@ class WorldModel:
         self.defaults = _check_defaults(defaults or {})
         # Fourier features of the clean actions (embodiments.action_features), as the bundle was trained: 0 = none.
         self.action_octaves = self.defaults.get("action_fourier_octaves", 0)
-        action_features(torch.zeros(1, generator.config.action_dim), 1, self.action_octaves)  # validates
+        try:
+            action_features(torch.zeros(1, generator.config.action_dim), 1, self.action_octaves)
+        except ValueError as e:
+            raise ValueError(f"{BUNDLE_DEFAULTS_KEY}.action_fourier_octaves: {e}") from None
         self.progress = progress
         self.source: dict[str, Any] | None = None  # where from_pretrained loaded it from
 
@@ -323,7 +326,7 @@ class WorldModel:
             new = out.actions[-w.chunk_size :]
             d = w.embodiment.action_dim  # later chunks condition on the generated actions, featurised as given ones
             result = self._advance(w, out, action_features(new, d, self.action_octaves), pixels)
-            result.actions = unnormalize_actions(new[:, : w.embodiment.action_dim], w.embodiment)
+            result.actions = unnormalize_actions(new[:, :d], w.embodiment)
             results.append(result)
         return results
 

@@ -51,7 +51,8 @@ class TrainConfig:
     context_noise: float = 0.0  # max std of Gaussian noise added to the clean history frames (forward / policy
     # windows, std ~ U(0, context_noise) per window): later chunks condition on the model's own imperfect frames
     motion_weight: float = 0.0  # extra loss weight on the latent tokens of noisy frames that differ from the last
-    # history frame (the agent and block are ~10% of the tokens, and an unweighted loss lets a small model erase them)
+    # history frame (the agent and block are ~8% of the tokens, and an unweighted loss lets a small model erase them;
+    # the logged vision loss includes the weights)
     action_fourier_octaves: int = 0  # Fourier features of the clean actions (engine.embodiments.action_features)
     bf16: bool = True  # bfloat16 autocast on CPU
     train_understanding: bool = False  # False: the Reasoner pathway keeps its initial weights (a fixed random text

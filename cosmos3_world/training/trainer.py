@@ -287,7 +287,7 @@ class Trainer:
         d, raw = self.model.config.action_dim, self.embodiment.action_dim
         for gen in (self.model, self.ema):
             proj = gen.action_proj_in
-            w = proj.fc.weight.view(proj.num_domains, d, proj.output_size)  # row d is the flattened [in, out]
+            w = proj.fc.weight.view(proj.num_domains, d, proj.output_size)  # fc.weight[domain]: flattened [in, out]
             w[self.embodiment.domain_id, raw:] = 0
 
     def save(self, directory: str | Path | None = None) -> Path:
@@ -414,8 +414,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     if resume and (run / "checkpoint" / "trainer_state.pt").is_file():
         saved = torch.load(run / "checkpoint" / "trainer_state.pt", weights_only=False)["config"]
         # What a resume may change: where the run and its data are (a copied run directory branches off), the
-        # schedule's length, the run's time and threads, and a context noise or motion weight given anew (a run
-        # can start plain and be made robust to its own frames, or attentive to what moves, later).
+        # schedule's length, the run's time and threads, and a context noise, motion weight or Fourier action
+        # features given anew (a run can start plain and be made robust to its own frames, or attentive to what
+        # moves, later).
         runtime = ("data", "run_dir", "total_steps", "max_minutes", "checkpoint_minutes", "threads", "log_every")
         anew = ("context_noise", "motion_weight", "action_fourier_octaves")
         keep = {k: v for k, v in asdict(config).items() if k in runtime or (k in anew and v > 0)}
