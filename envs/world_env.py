@@ -565,7 +565,9 @@ class Cosmos3WorldEnv(gym.Env):
                      canvas (None: frames at their own size). Defaults: the bundle's, else 4, 1 and the engine's
       sampler        SamplerConfig or dict; num_steps, guidance_scale, solver override its fields
       device, dtype  where and in what the model is loaded (paths and repo ids only)
-      max_episode_steps  steps (chunks) before truncation (None: never; gym.make's TimeLimit also works)
+      max_episode_steps  steps (chunks) before truncation (None: never). gym.make takes this keyword for its own
+                     TimeLimit, which truncates alike but does not tell the env, so an `at_end` success hook never
+                     runs there: for one, build Cosmos3WorldEnv(max_episode_steps=N) or use gym.make_vec
       render_mode    None, "rgb_array" (the newest frame) or "rgb_array_list" (every frame since the last render)
       success        None, "auto" (pixel detector on Push-T simulator tasks, else none), "pixel", or a hook
       obs_latents    add the newest latent frame to the observation
