@@ -2,7 +2,8 @@
 on held-out push episodes, in seconds rather than the minutes of a rollout report.
 
 For forward-dynamics windows (2 history frames, 4 new frames) it prints the PSNR of x0_hat = noise - v against the
-true frames, over all latents and over the latents that move (differ from the last history frame), next to
+true frames, over all latents and over the latents that move (differ from the last history frame by more than the
+motion weight's threshold; the weight itself marks their whole tokens), next to
 copy-last-frame and to the same prediction with another window's actions (does the model read the actions?).
 
     python bench/one_step.py --run-dir runs/world [--raw] [--windows 16]
@@ -21,8 +22,7 @@ import torch
 
 from cosmos3_world.policies.push_report import HELD_OUT_SEED, record
 from cosmos3_world.training import FORWARD, TrainConfig, Trainer, Window
-
-MOVED = 0.1  # a latent moved when it changed by more than this since the last history frame (as the motion weight)
+from cosmos3_world.training.trainer import MOTION_THRESHOLD
 
 
 def db(mse: float) -> float:
@@ -67,7 +67,7 @@ def main() -> None:
     model, rolled = predict(acts), predict(acts[1:] + acts[:1])
     true = [z[:, 2:] for z in x0]
     copy = [z[:, 1:2].expand_as(t) for z, t in zip(x0, true)]
-    moved = [((t - c).abs().amax(0, keepdim=True) > MOVED).expand_as(t) for t, c in zip(true, copy)]
+    moved = [((t - c).abs().amax(0, keepdim=True) > MOTION_THRESHOLD).expand_as(t) for t, c in zip(true, copy)]
 
     def mse(pred: list[torch.Tensor], where: list[torch.Tensor] | None = None) -> float:
         if where is None:

@@ -14,7 +14,7 @@ from cosmos3_world.engine.sampler import SamplerConfig
 from cosmos3_world.policies import push_report
 from cosmos3_world.sim.dataset import collect, load_episode, load_index
 from cosmos3_world.training import FORWARD, INVERSE, POLICY, EpisodeStore, TrainConfig, Trainer, Window, WindowSampler
-from cosmos3_world.training.trainer import bundle_defaults
+from cosmos3_world.training.trainer import MOTION_THRESHOLD, bundle_defaults
 
 TINY = dict(
     hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
@@ -242,7 +242,7 @@ def test_motion_weights_mark_the_tokens_that_move_and_raise_their_loss(tmp_path,
     assert plain.motion_weights(w, z, 4) is None
     m = weighted.motion_weights(w, z, 4)[0]  # [4, h, w]
     assert m.shape == (4, *z.shape[2:]) and set(m.unique().tolist()) <= {1.0, 5.0}
-    moved = (z[:, 2:] - z[:, 1:2]).abs().amax(0) > 0.1  # latents that changed since the last history frame
+    moved = (z[:, 2:] - z[:, 1:2]).abs().amax(0) > MOTION_THRESHOLD  # latents changed since the last history frame
     assert moved.any() and (m[moved] == 5.0).all()  # every moved latent is weighted (with its whole token)
     assert 0 < (m == 5.0).float().mean() < 0.5  # the agent and block, not the whole frame
     assert weighted.motion_weights(store.window(0, 2, history=2, chunk=4, mode=INVERSE), z, 4) is None

@@ -262,7 +262,7 @@ def prepare_actions(
 
 def action_features(actions: torch.Tensor, width: int, octaves: int) -> torch.Tensor:
     """Model-space actions [T, D] whose first `width` columns hold the action -> a copy with sin, cos(2^j pi a) of
-    those columns (j < octaves) in the columns after them, zeros beyond; octaves 0: an unchanged copy.
+    those columns (j < octaves) in the columns after them, zeros beyond; octaves 0: `actions` itself (no copy).
 
     Fourier features of a coordinate (Tancik et al. 2020) let a small model draw at the position an action names,
     which a linear embedding of the raw coordinate makes hard. Only clean (conditioning) rows carry them; the rows a
@@ -276,13 +276,14 @@ def action_features(actions: torch.Tensor, width: int, octaves: int) -> torch.Te
             f"fourier_octaves={octaves} needs {need} action columns for a {width}-D action, the model has "
             f"action_dim={actions.shape[1]}."
         )
+    if not octaves:
+        return actions
     out = actions.clone()
-    if octaves:
-        a = actions[:, :width]
-        freqs = math.pi * 2.0 ** torch.arange(octaves, dtype=a.dtype, device=a.device)  # [K]
-        phase = (a[:, None, :] * freqs[None, :, None]).flatten(1)  # [T, K * width]: octave-major
-        out[:, width:need] = torch.cat([torch.sin(phase), torch.cos(phase)], dim=1)
-        out[:, need:] = 0
+    a = actions[:, :width]
+    freqs = math.pi * 2.0 ** torch.arange(octaves, dtype=a.dtype, device=a.device)  # [K]
+    phase = (a[:, None, :] * freqs[None, :, None]).flatten(1)  # [T, K * width]: octave-major
+    out[:, width:need] = torch.cat([torch.sin(phase), torch.cos(phase)], dim=1)
+    out[:, need:] = 0
     return out
 
 

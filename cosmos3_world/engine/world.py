@@ -143,14 +143,18 @@ class WorldModel:
         # Text positions must stay below the generation tokens' (which start at prompt length + margin).
         self.max_prompt_tokens = max_prompt_tokens or generator.config.unified_3d_mrope_temporal_modality_margin
         self.defaults = _check_defaults(defaults or {})
-        # Fourier features of the clean actions (embodiments.action_features), as the bundle was trained: 0 = none.
-        self.action_octaves = self.defaults.get("action_fourier_octaves", 0)
-        try:
+        try:  # the octaves must fit the model's action columns (each embodiment's width is checked per step)
             action_features(torch.zeros(1, generator.config.action_dim), 1, self.action_octaves)
         except ValueError as e:
             raise ValueError(f"{BUNDLE_DEFAULTS_KEY}.action_fourier_octaves: {e}") from None
         self.progress = progress
         self.source: dict[str, Any] | None = None  # where from_pretrained loaded it from
+
+    @property
+    def action_octaves(self) -> int:
+        """Octaves of Fourier features the clean actions carry (embodiments.action_features), as the bundle was
+        trained: its defaults' `action_fourier_octaves`, 0 = none."""
+        return self.defaults.get("action_fourier_octaves", 0)
 
     def with_sampler(self, config: SamplerConfig | None) -> "WorldModel":
         """This model denoising with `config`: itself when the settings match, else a view that shares the
