@@ -2,11 +2,14 @@
 on held-out push episodes, in seconds rather than the minutes of a rollout report.
 
 For forward-dynamics windows (2 history frames, 4 new frames) it prints the PSNR of x0_hat = noise - v against the
-true frames, over all latents and over the latents that move (differ from the last history frame by more than the
-motion weight's threshold; the weight itself marks their whole tokens), next to
+true frames, over all latents, over the latents that move (differ from the last history frame by more than the
+motion weight's threshold; the weight itself marks their whole tokens) and over the static rest, next to
 copy-last-frame and to the same prediction with another window's actions (does the model read the actions?).
+With `--attention` it also prints where the new frames' vision tokens attend, per layer: the same place in the last
+history frame (a copy), its 3x3 neighbourhood, the last and first history frames, the new frames, the actions and the
+prompt (the mass per query, the best head and the mean over heads).
 
-    python bench/one_step.py --run-dir runs/world [--raw] [--windows 16]
+    python bench/one_step.py --run-dir runs/world [--raw] [--windows 16] [--attention]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import cosmos3_world.model.plan as plan
 from cosmos3_world.policies.push_report import HELD_OUT_SEED, record
 from cosmos3_world.training import FORWARD, TrainConfig, Trainer, Window
 from cosmos3_world.training.trainer import MOTION_THRESHOLD
@@ -43,6 +47,7 @@ def main() -> None:
     p.add_argument("--run-dir", required=True, help="a training run directory (with checkpoint/)")
     p.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
     p.add_argument("--windows", type=int, default=16, help="held-out windows")
+    p.add_argument("--attention", action="store_true", help="also print where the new frames attend, per layer")
     args = p.parse_args()
     run = Path(args.run_dir)
     with tempfile.TemporaryDirectory() as tmp:  # a private copy: the run may checkpoint meanwhile
@@ -68,18 +73,62 @@ def main() -> None:
     true = [z[:, 2:] for z in x0]
     copy = [z[:, 1:2].expand_as(t) for z, t in zip(x0, true)]
     moved = [((t - c).abs().amax(0, keepdim=True) > MOTION_THRESHOLD).expand_as(t) for t, c in zip(true, copy)]
+    static = [~m for m in moved]
 
     def mse(pred: list[torch.Tensor], where: list[torch.Tensor] | None = None) -> float:
         if where is None:
             return float(np.mean([float((x - t).pow(2).mean()) for x, t in zip(pred, true)]))
-        return float(np.mean([float((x - t)[m].pow(2).mean()) for x, t, m in zip(pred, true, moved)]))
+        return float(np.mean([float((x - t)[m].pow(2).mean()) for x, t, m in zip(pred, true, where)]))
 
     print(f"{run.name} {'raw' if args.raw else 'ema'} step {tr.step}, {len(wins)} held-out windows, sigma = 1:")
     print("  PSNR (dB)      model   copy-last   other actions")
-    for name, where in (("all latents", None), ("moving", moved)):
+    for name, where in (("all latents", None), ("moving", moved), ("static", static)):
         print(f"  {name:12s} {db(mse(model, where)):7.2f} {db(mse(copy, where)):11.2f} {db(mse(rolled, where)):15.2f}")
     change = np.mean([float((a - b).abs().mean()) for a, b in zip(model, rolled)])
     print(f"  mean |x0_hat(actions) - x0_hat(other actions)| = {change:.4f}")
+    if args.attention:
+        attention_report(tr, gen, wins, x0, ids, acts, noise)
+
+
+def attention_report(tr: Trainer, gen, wins: list[Window], x0, ids, acts, noise) -> None:
+    """Attention mass of the new frames' vision queries at sigma = 1, per layer, by what they attend to."""
+    probs: list[torch.Tensor] = []
+
+    def recording(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # q [B, M, D], k/v [B, L, D]
+        p = torch.softmax(q.float() @ k.float().transpose(1, 2) * q.shape[-1] ** -0.5, dim=-1)  # [B, M, L]
+        probs.append(p)
+        return (p @ v.float()).to(v.dtype)
+
+    names = ("same@last", "3x3@last", "last", "first", "new", "actions", "prompt")
+    mass: dict[int, list[torch.Tensor]] = {}  # layer -> per window [heads, 7]
+    kept, plan.attention = plan.attention, recording
+    try:
+        for w, z, i, a, n in zip(wins, x0, ids, acts, noise):
+            probs.clear()
+            with torch.no_grad():
+                tr.velocity(gen, [w], [i], [torch.cat([z[:, :2], n[:, 2:]], dim=1)], [a], torch.full((1,), 1000.0))
+            t, patch = z.shape[1], gen.config.latent_patch_size
+            hh, ww = z.shape[2] // patch, z.shape[3] // patch
+            nv, na = t * hh * ww, len(w.actions)
+            for layer, p in enumerate(probs):  # [kv_heads, group * (nv + na), L]: queries grouped per K/V head
+                pre = p.shape[-1] - nv - na
+                q = p.reshape(-1, nv + na, p.shape[-1])[:, :nv].reshape(-1, t, hh, ww, p.shape[-1])[:, 2:]
+                vis = q[..., pre : pre + nv].reshape(*q.shape[:4], t, hh, ww)  # [heads, new, h, w, t, h, w]
+                di = (torch.arange(hh)[:, None, None, None] - torch.arange(hh)[None, None, :, None]).abs()
+                dj = (torch.arange(ww)[None, :, None, None] - torch.arange(ww)[None, None, None, :]).abs()
+                same, near = (di == 0) & (dj == 0), (di <= 1) & (dj <= 1)  # query (h, w) x key (h, w)
+                last = vis[..., 1, :, :]
+                row = torch.stack([(last * same).sum((-1, -2)), (last * near).sum((-1, -2)), last.sum((-1, -2)),
+                                   vis[..., 0, :, :].sum((-1, -2)), vis[..., 2:, :, :].sum((-1, -2, -3)),
+                                   q[..., pre + nv :].sum(-1), q[..., :pre].sum(-1)], dim=-1)  # fmt: skip
+                mass.setdefault(layer, []).append(row.mean((1, 2, 3)))  # [heads, 7]
+    finally:
+        plan.attention = kept
+    print("  attention of the new frames' vision tokens (mass per query; best head / mean over heads):")
+    for layer, rows in mass.items():
+        m = torch.stack(rows).mean(0)  # [heads, 7]
+        print(f"  layer {layer}: " + "  ".join(f"{nm} {float(m[:, k].max()):.2f}/{float(m[:, k].mean()):.2f}"
+                                             for k, nm in enumerate(names)))  # fmt: skip
 
 
 if __name__ == "__main__":

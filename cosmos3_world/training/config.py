@@ -58,7 +58,7 @@ class TrainConfig:
     train_understanding: bool = False  # False: the Reasoner pathway keeps its initial weights (a fixed random text
     # encoder whose K/V still tell the instructions apart); its prefixes are then encoded once, which saves ~40%
     seed: int = 0
-    threads: int = 1  # two OpenMP threads collapse ~10x on this oversubscribed 2-core machine
+    threads: int = 1  # on a 2-core machine: 2 threads alone run ~1.4x faster, but collapse ~10x next to another job
     checkpoint_minutes: float = 5.0
     log_every: int = 10
     max_episodes: int | None = None
