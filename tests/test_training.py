@@ -178,6 +178,26 @@ def test_resume_keeps_the_saved_config_but_takes_a_new_context_noise(tmp_path, d
     assert resumed.step == 2 and resumed.config.lr == 3e-3 and resumed.config.context_noise == 0.1
 
 
+def test_qk_norm_init_sets_the_generation_pathways_query_key_norms_of_a_fresh_run(tmp_path, dataset):
+    import argparse
+
+    from cosmos3_world.model import Cosmos3Generator
+    from cosmos3_world.training.config import add_train_arguments, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_train_arguments(p)
+    args = p.parse_args(["--data", str(dataset), "--run-dir", str(tmp_path), "--qk-norm-init", "1.7"])
+    assert config_from_args(args).qk_norm_init == 1.7
+    tr = _trainer(tmp_path / "run", dataset, qk_norm_init=1.7)
+    base = Cosmos3Generator.from_pretrained(tmp_path / "run" / "base", subfolder="transformer")
+    for gen in (tr.model, base):
+        for layer in gen.layers:
+            attn = layer.self_attn
+            for w in (attn.norm_added_q.weight, attn.norm_added_k.weight):
+                torch.testing.assert_close(w.detach(), torch.full_like(w, 1.7))
+            torch.testing.assert_close(attn.norm_q.weight.detach(), torch.ones_like(attn.norm_q.weight))  # Reasoner's
+
+
 def test_a_copied_run_directory_resumes_as_a_branch_that_writes_only_to_itself(tmp_path, dataset):
     import shutil
 

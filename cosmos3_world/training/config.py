@@ -54,6 +54,11 @@ class TrainConfig:
     # history frame (the agent and block are ~8% of the tokens, and an unweighted loss lets a small model erase them;
     # the logged vision loss includes the weights)
     action_fourier_octaves: int = 0  # Fourier features of the clean actions (engine.embodiments.action_features)
+    qk_norm_init: float = 1.0  # initial weight g of the generation pathway's query/key RMSNorms. With qk-norm,
+    # head_dim 32 and rope_theta 10 (fastest h / w rotations 0.87 / 0.75 rad per token), a head's logit gap between
+    # the key at its own place and a neighbour's is at most ~2 g^2, ~g^2 when it finds both h and w, so at g ~ 1 a
+    # copy of a context frame spreads over the 3x3 neighbourhood: the blur of every prediction. g is shared by a
+    # layer's heads, and it does not grow by itself (embedded6's: 0.92 after 6600 steps). 1.7 learns faster.
     bf16: bool = True  # bfloat16 autocast on CPU
     train_understanding: bool = False  # False: the Reasoner pathway keeps its initial weights (a fixed random text
     # encoder whose K/V still tell the instructions apart); its prefixes are then encoded once, which saves ~40%
@@ -97,6 +102,8 @@ def add_train_arguments(p: Any) -> None:
                    help="extra loss weight on tokens that move (differ from the last history frame)")  # fmt: skip
     p.add_argument("--action-fourier-octaves", type=int, default=d.action_fourier_octaves,
                    help="octaves of Fourier features of the clean actions (declared in the bundle)")  # fmt: skip
+    p.add_argument("--qk-norm-init", type=float, default=d.qk_norm_init,
+                   help="initial weight of the generation query/key RMSNorms (a fresh run's base)")  # fmt: skip
     p.add_argument("--no-bf16", action="store_true", help="train in float32")
     p.add_argument("--seed", type=int, default=d.seed, help="init, batch and noise seed")
     p.add_argument("--model", type=json.loads, default=None, help="generator config overrides as JSON")
@@ -111,4 +118,5 @@ def config_from_args(args: Any) -> TrainConfig:
         checkpoint_minutes=args.checkpoint_minutes, max_minutes=args.max_minutes, max_episodes=args.max_episodes,
         bf16=not args.no_bf16, seed=args.seed, context_noise=args.context_noise,
         motion_weight=args.motion_weight, action_fourier_octaves=args.action_fourier_octaves,
+        qk_norm_init=args.qk_norm_init,
     )  # fmt: skip

@@ -43,8 +43,11 @@ def _shifted_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * u / (1 + (shift - 1) * u)
 
 
-def write_base_bundle(directory: str | Path, model_config: dict[str, Any], seed: int = 0) -> Path:
-    """A bundle in the published layout with freshly initialised weights of `model_config` (the run's start)."""
+def write_base_bundle(
+    directory: str | Path, model_config: dict[str, Any], seed: int = 0, qk_norm_init: float = 1.0
+) -> Path:
+    """A bundle in the published layout with freshly initialised weights of `model_config` (the run's start);
+    the generation pathway's query/key RMSNorm weights start at `qk_norm_init` (see TrainConfig.qk_norm_init)."""
     from ..testing.tiny import build_tiny_bundle
 
     root = build_tiny_bundle(directory, codec="space_to_depth", seed=seed, **model_config)
@@ -55,6 +58,9 @@ def write_base_bundle(directory: str | Path, model_config: dict[str, Any], seed:
         for proj, std in ((model.action_proj_in, model.config.action_dim**-0.5), (model.action_proj_out, 0.02)):
             proj.fc.weight.copy_(torch.randn(proj.fc.weight.shape, generator=g) * std)
             proj.bias.weight.zero_()
+        for layer in model.layers:
+            layer.self_attn.norm_added_q.weight.fill_(qk_norm_init)
+            layer.self_attn.norm_added_k.weight.fill_(qk_norm_init)
     model.save_pretrained(root / "transformer")
     return root
 
@@ -68,7 +74,7 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir)
         base = self.run_dir / "base"
         if not (base / "model_index.json").is_file():
-            write_base_bundle(base, cfg.model, seed=cfg.seed)
+            write_base_bundle(base, cfg.model, seed=cfg.seed, qk_norm_init=cfg.qk_norm_init)
         self.base = base
         self.model = (
             Cosmos3Generator.from_pretrained(base, subfolder="transformer").float().train().requires_grad_(True)
