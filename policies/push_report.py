@@ -41,6 +41,12 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean([frame_ssim(x, y) for x, y in pairs]))
 
 
+def _mean_detected(errors: np.ndarray) -> float:
+    """Mean of the errors where the detector found the object; NaN (without numpy's warning) where it never did."""
+    found = errors[~np.isnan(errors)]
+    return float(found.mean()) if found.size else float("nan")
+
+
 def position_errors(frame: np.ndarray, agent: np.ndarray, block: np.ndarray) -> tuple[float, float]:
     """Detected agent / block position error (workspace units) on a frame; NaN where not detected."""
     det = detect(frame)
@@ -117,7 +123,7 @@ def open_loop_report(wm: WorldModel, recs: list[Recording]) -> dict:
                 continue
             f = c * CHUNK  # frame index after c chunks (in r.frames; pred index f - 1)
             e = np.array([position_errors(pred[i, f - 1], r.agent[f], r.block[f]) for i, r in enumerate(recs)])
-            errs[c] = {"agent": float(np.nanmean(e[:, 0])), "block": float(np.nanmean(e[:, 1])),
+            errs[c] = {"agent": _mean_detected(e[:, 0]), "block": _mean_detected(e[:, 1]),
                        "detected": float(np.mean(~np.isnan(e).any(axis=1)))}  # fmt: skip
         rows[name]["position_error"] = errs
     return {"rows": rows, "model_frames": model, "true_frames": true}
