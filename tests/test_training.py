@@ -196,6 +196,9 @@ def test_qk_norm_init_sets_the_generation_pathways_query_key_norms_of_a_fresh_ru
             for w in (attn.norm_added_q.weight, attn.norm_added_k.weight):
                 torch.testing.assert_close(w.detach(), torch.full_like(w, 1.7))
             torch.testing.assert_close(attn.norm_q.weight.detach(), torch.ones_like(attn.norm_q.weight))  # Reasoner's
+    with pytest.raises(ValueError, match="qk_norm_init must be a positive finite number, got 0.0"):
+        _trainer(tmp_path / "bad", dataset, qk_norm_init=0.0)
+    assert not (tmp_path / "bad" / "base").exists()  # nothing half-written
 
 
 def test_a_copied_run_directory_resumes_as_a_branch_that_writes_only_to_itself(tmp_path, dataset):

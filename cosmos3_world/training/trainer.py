@@ -50,6 +50,8 @@ def write_base_bundle(
     the generation pathway's query/key RMSNorm weights start at `qk_norm_init` (see TrainConfig.qk_norm_init)."""
     from ..testing.tiny import build_tiny_bundle
 
+    if not (isinstance(qk_norm_init, (int, float)) and math.isfinite(qk_norm_init) and qk_norm_init > 0):
+        raise ValueError(f"qk_norm_init must be a positive finite number, got {qk_norm_init!r}")
     root = build_tiny_bundle(directory, codec="space_to_depth", seed=seed, **model_config)
     # The per-domain action tables are embeddings (N(0, 1) init): scale them like linear layers instead.
     model = Cosmos3Generator.from_pretrained(root, subfolder="transformer")
