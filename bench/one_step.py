@@ -62,9 +62,9 @@ def main() -> None:
     ids = [tr.prompt_ids(w.instruction, len(w.frames)) for w in wins]
     acts = tr.clean_actions(wins, gen.config.action_dim)
     noise = [torch.randn(z.shape, generator=torch.Generator().manual_seed(i)) for i, z in enumerate(x0)]
+    vision = [torch.cat([z[:, :2], n[:, 2:]], dim=1) for z, n in zip(x0, noise)]  # history clean, new frames noise
 
     def predict(actions: list[torch.Tensor]) -> list[torch.Tensor]:
-        vision = [torch.cat([z[:, :2], n[:, 2:]], dim=1) for z, n in zip(x0, noise)]
         with torch.no_grad():
             out = tr.velocity(gen, wins, ids, vision, actions, torch.full((len(wins),), 1000.0))
         return [(v[:, 2:] - out.sample[i][:, 2:].float()).clamp(-1, 1) for i, v in enumerate(vision)]
@@ -87,43 +87,47 @@ def main() -> None:
     change = np.mean([float((a - b).abs().mean()) for a, b in zip(model, rolled)])
     print(f"  mean |x0_hat(actions) - x0_hat(other actions)| = {change:.4f}")
     if args.attention:
-        attention_report(tr, gen, wins, x0, ids, acts, noise)
+        attention_report(tr, gen, wins, ids, vision, acts)
 
 
-def attention_report(tr: Trainer, gen, wins: list[Window], x0, ids, acts, noise) -> None:
-    """Attention mass of the new frames' vision queries at sigma = 1, per layer, by what they attend to."""
+def attention_report(tr: Trainer, gen, wins: list[Window], ids, vision: list[torch.Tensor], acts) -> None:
+    """Attention mass of the new frames' vision queries at sigma = 1, per layer, by what they attend to.
+
+    The generator runs its own attention kernel; the probe only records softmax(q k^T / sqrt(D)) beside it. It reads
+    the push layout: vision tokens (2 history + new frames), then the actions, no sound.
+    """
     probs: list[torch.Tensor] = []
+    kernel = plan.attention
 
     def recording(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # q [B, M, D], k/v [B, L, D]
-        p = torch.softmax(q.float() @ k.float().transpose(1, 2) * q.shape[-1] ** -0.5, dim=-1)  # [B, M, L]
-        probs.append(p)
-        return (p @ v.float()).to(v.dtype)
+        probs.append(torch.softmax(q.float() @ k.float().transpose(1, 2) * q.shape[-1] ** -0.5, dim=-1))  # [B, M, L]
+        return kernel(q, k, v)
 
+    t, patch = vision[0].shape[1], gen.config.latent_patch_size
+    hh, ww = vision[0].shape[2] // patch, vision[0].shape[3] // patch
+    di = (torch.arange(hh)[:, None, None, None] - torch.arange(hh)[None, None, :, None]).abs()
+    dj = (torch.arange(ww)[None, :, None, None] - torch.arange(ww)[None, None, None, :]).abs()
+    same, near = (di == 0) & (dj == 0), (di <= 1) & (dj <= 1)  # [h, w, h, w]: query place x key place
     names = ("same@last", "3x3@last", "last", "first", "new", "actions", "prompt")
     mass: dict[int, list[torch.Tensor]] = {}  # layer -> per window [heads, 7]
-    kept, plan.attention = plan.attention, recording
+    plan.attention = recording
     try:
-        for w, z, i, a, n in zip(wins, x0, ids, acts, noise):
+        for w, i, v_in, a in zip(wins, ids, vision, acts):
             probs.clear()
             with torch.no_grad():
-                tr.velocity(gen, [w], [i], [torch.cat([z[:, :2], n[:, 2:]], dim=1)], [a], torch.full((1,), 1000.0))
-            t, patch = z.shape[1], gen.config.latent_patch_size
-            hh, ww = z.shape[2] // patch, z.shape[3] // patch
+                tr.velocity(gen, [w], [i], [v_in], [a], torch.full((1,), 1000.0))
             nv, na = t * hh * ww, len(w.actions)
             for layer, p in enumerate(probs):  # [kv_heads, group * (nv + na), L]: queries grouped per K/V head
                 pre = p.shape[-1] - nv - na
                 q = p.reshape(-1, nv + na, p.shape[-1])[:, :nv].reshape(-1, t, hh, ww, p.shape[-1])[:, 2:]
                 vis = q[..., pre : pre + nv].reshape(*q.shape[:4], t, hh, ww)  # [heads, new, h, w, t, h, w]
-                di = (torch.arange(hh)[:, None, None, None] - torch.arange(hh)[None, None, :, None]).abs()
-                dj = (torch.arange(ww)[None, :, None, None] - torch.arange(ww)[None, None, None, :]).abs()
-                same, near = (di == 0) & (dj == 0), (di <= 1) & (dj <= 1)  # query (h, w) x key (h, w)
                 last = vis[..., 1, :, :]
                 row = torch.stack([(last * same).sum((-1, -2)), (last * near).sum((-1, -2)), last.sum((-1, -2)),
                                    vis[..., 0, :, :].sum((-1, -2)), vis[..., 2:, :, :].sum((-1, -2, -3)),
                                    q[..., pre + nv :].sum(-1), q[..., :pre].sum(-1)], dim=-1)  # fmt: skip
                 mass.setdefault(layer, []).append(row.mean((1, 2, 3)))  # [heads, 7]
     finally:
-        plan.attention = kept
+        plan.attention = kernel
     print("  attention of the new frames' vision tokens (mass per query; best head / mean over heads):")
     for layer, rows in mass.items():
         m = torch.stack(rows).mean(0)  # [heads, 7]
