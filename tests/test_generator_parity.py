@@ -18,6 +18,7 @@ VARIANTS = {
     "no_fps_modulation": dict(enable_fps_modulation=False, unified_3d_mrope_reset_spatial_ids=False),
     "vision_only": dict(action_gen=False, sound_gen=False),
     "attention_bias": dict(attention_bias=True, hidden_act="relu2", num_key_value_heads=1),
+    "fast_rope": dict(rope_theta=0.3),  # theta < 1: every slot turns faster than 1 rad per position
 }
 
 # (prompt length, latent [T, H, W], clean vision frames, sound frames, action tokens, clean actions, domain, t, fps)
