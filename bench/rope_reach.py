@@ -28,7 +28,7 @@ def same_place_mass(theta: float, head_dim: int, g: float, grid: int, iters: int
     freq = rope.inv_freq[spatial].double()  # [S] rad per token
     axis = rope.axis[spatial]
     offsets = torch.tensor([(dh, dw) for dh in range(1 - grid, grid) for dw in range(1 - grid, grid) if dh or dw])
-    delta = torch.where(axis[None] == 1, offsets[:, :1], offsets[:, 1:]).double()  # [K, S] offset along each slot's axis
+    delta = torch.where(axis[None] == 1, offsets[:, :1], offsets[:, 1:]).double()  # [K, S] along the slot axis
     # Logit gap to offset k: sum_s e_s (1 - cos(freq_s * delta_ks)) / sqrt(d), e the per-slot |q||k| (sum d g^2).
     gap = (1 - torch.cos(freq[None] * delta)) * head_dim * g**2 / head_dim**0.5  # [K, S] per unit share
     w = torch.full((len(spatial),), 1.0 / len(spatial), dtype=torch.float64)
