@@ -7,7 +7,7 @@ motion weight's threshold; the weight itself marks their whole tokens) and over 
 copy-last-frame and to the same prediction with another window's actions (does the model read the actions?).
 With `--attention` it also prints where the new frames' vision tokens attend, per layer: the same place in the last
 history frame (a copy), its 3x3 neighbourhood, the last and first history frames, the new frames, the actions and the
-prompt (the mass per query, the best head and the mean over heads).
+prompt (the mass per query, the best head and the mean over heads), and how many heads copy.
 
     python bench/one_step.py --run-dir runs/world [--raw] [--windows 16] [--attention]
 """
@@ -128,11 +128,13 @@ def attention_report(tr: Trainer, gen, wins: list[Window], ids, vision: list[tor
                 mass.setdefault(layer, []).append(row.mean((1, 2, 3)))  # [heads, 7]
     finally:
         plan.attention = kernel
-    print("  attention of the new frames' vision tokens (mass per query; best head / mean over heads):")
+    print("  attention of the new frames' vision tokens (mass per query; best head / mean over heads; copy heads:")
+    print("  how many put >= 0.5 on the same place, each carrying head_dim of a patch's dims):")
     for layer, rows in mass.items():
         m = torch.stack(rows).mean(0)  # [heads, 7]
         print(f"  layer {layer}: " + "  ".join(f"{nm} {float(m[:, k].max()):.2f}/{float(m[:, k].mean()):.2f}"
-                                             for k, nm in enumerate(names)))  # fmt: skip
+                                             for k, nm in enumerate(names))
+              + f"  copy heads {int((m[:, 0] >= 0.5).sum())}/{len(m)}")  # fmt: skip
 
 
 if __name__ == "__main__":
