@@ -5,7 +5,8 @@ can do with position alone is set by how it spreads that norm over the rotary sl
 grid of a context frame, this finds the spread that puts the most attention on the key at the query's own place
 (aligned q and k per slot, content ignored): the largest same-place mass, the softmax over the frame's other
 offsets, is min over spreads of log-sum-exp of minus the logit gaps, a convex problem solved by exponentiated
-gradient. It is a ceiling: other frames and the prompt only take mass away.
+gradient. It bounds position alone with one norm weight for all dims: per-dimension weights and content (what
+earlier layers wrote into the query) can add to it, other frames and the prompt take mass away.
 
     python bench/rope_reach.py [--g 1.5] [--grid 8]
 """
