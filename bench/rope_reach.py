@@ -19,7 +19,7 @@ import torch
 
 from cosmos3_world.model.rope import MultimodalRotary
 
-AXES_DIM = {32: [6, 5, 5], 64: [12, 10, 10], 128: [24, 20, 20]}  # the interleaved mrope shares of (t, h, w)
+AXES_DIM = {32: [6, 5, 5], 64: [12, 10, 10]}  # (t, h, w) slots per head_dim: the published 24:20:20 split
 
 
 def same_place_mass(theta: float, head_dim: int, g: float, grid: int, iters: int = 3000) -> tuple[float, float]:
