@@ -37,7 +37,18 @@ from cosmos3_world.sim import (
     task_index,
 )
 from cosmos3_world.sim.dataset import save_episode
-from cosmos3_world.sim.push import AGENT_RGB, BLOCK_RGB, _contact, block_corners, goal_distance, physics_step
+from cosmos3_world.sim.detect import label_frame
+from cosmos3_world.sim.push import (
+    AGENT_RGB,
+    BACKGROUND_RGB,
+    BLOCK_RGB,
+    FLOOR_GRADIENT,
+    _contact,
+    block_corners,
+    floor_image,
+    goal_distance,
+    physics_step,
+)
 
 CFG = PushConfig()
 PX = 32.0  # pixels per workspace unit at 64x64
@@ -361,6 +372,20 @@ def test_render_layers_and_sizes():
         assert tuple(img[c, c]) == AGENT_RGB  # agent on top
         g = int(0.8 * size)  # block centre pixel: the block is drawn over the goal
         assert tuple(img[g, g]) == BLOCK_RGB
+
+
+def test_floor_tells_where_a_pixel_is():
+    """The lit floor: red grows to the right and green downwards (a landmark for absolute target positions),
+    blue is flat, and every floor pixel still reads as background."""
+    floor = floor_image(64).astype(np.int64)
+    red, green = floor[:, :, 0], floor[:, :, 1]
+    assert (np.diff(red, axis=1) >= 0).all() and (np.diff(red, axis=0) == 0).all()
+    assert (np.diff(green, axis=0) >= 0).all() and (np.diff(green, axis=1) == 0).all()
+    assert red[0, -1] - red[0, 0] >= 2 * FLOOR_GRADIENT - 2 and (floor[:, :, 2] == BACKGROUND_RGB[2]).all()
+    # 8x8-pixel tokens (the embedded world's) differ from their neighbours in mean colour
+    tokens = floor.reshape(8, 8, 8, 8, 3).mean((1, 3))  # [8, 8, 3]
+    assert np.diff(tokens[:, :, 0], axis=1).min() >= 5 and np.diff(tokens[:, :, 1], axis=0).min() >= 5
+    assert (label_frame(floor_image(64)) == 0).all()
 
 
 # ---------------------------------------------------------------- policies

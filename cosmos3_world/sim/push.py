@@ -33,7 +33,12 @@ import numpy as np
 
 # Palette (RGB uint8). Colours are >= 154 apart and no blend of two of them comes within 90 of a third (the agent
 # is darker than any red/blue mix), so pixels can be segmented by colour even on blurry, imagined frames.
-BACKGROUND_RGB: tuple[int, int, int] = (240, 240, 236)
+BACKGROUND_RGB: tuple[int, int, int] = (228, 228, 228)  # the floor's colour at the workspace centre
+# The floor is lit unevenly: red rises to the right and green downwards by this much per workspace unit (at most
+# 34 from BACKGROUND_RGB, well inside the detector's threshold). Why: actions are absolute target positions, and a
+# transformer with rotary positions only is translation-equivariant, so without a landmark a frame's tokens cannot
+# tell where in the workspace they are, nor so where a commanded target lies in the image.
+FLOOR_GRADIENT: float = 24.0
 BLOCK_RGB: tuple[int, int, int] = (214, 40, 40)
 AGENT_RGB: tuple[int, int, int] = (45, 25, 70)
 GOAL_RGB: dict[str, tuple[int, int, int]] = {
@@ -255,6 +260,17 @@ def sample_state(rng: np.random.Generator, cfg: PushConfig, task: int | None = N
     raise RuntimeError("could not sample a start state; check PushConfig")  # pragma: no cover
 
 
+def floor_image(size: int) -> np.ndarray:
+    """The empty floor, RGB uint8 [size, size, 3]: BACKGROUND_RGB at the centre, red + FLOOR_GRADIENT * x and
+    green + FLOOR_GRADIENT * y (pixel-centre coordinates)."""
+    coord = (np.arange(size) + 0.5) * (2.0 / size) - 1.0  # [size] workspace coordinate of each pixel centre
+    img = np.empty((size, size, 3), dtype=np.float64)
+    img[:] = BACKGROUND_RGB
+    img[:, :, 0] += FLOOR_GRADIENT * coord[None, :]
+    img[:, :, 1] += FLOOR_GRADIENT * coord[:, None]
+    return np.round(img).astype(np.uint8)
+
+
 def render_state(state: PushState, cfg: PushConfig, image_size: int = 64, supersample: int = 4) -> np.ndarray:
     """Render the scene as RGB uint8 [image_size, image_size, 3].
 
@@ -264,8 +280,7 @@ def render_state(state: PushState, cfg: PushConfig, image_size: int = 64, supers
     if image_size % 16 or image_size <= 0:
         raise ValueError(f"image_size must be a positive multiple of 16, got {image_size}")
     size = image_size * supersample
-    img = np.empty((size, size, 3), dtype=np.uint8)
-    img[:] = BACKGROUND_RGB
+    img = floor_image(size)
     shift = 4  # fractional bits of OpenCV's fixed-point coordinates
     scale = size / 2.0
 
