@@ -339,3 +339,39 @@ def test_shipped_embedded_world_beats_copy_last_frame(shipped):
     copy = np.repeat(np.stack([r.frames[:1] for r in recs]), true.shape[1], axis=1)
     gain = push_report.psnr(model[:, 4:], true[:, 4:]) - push_report.psnr(copy[:, 4:], true[:, 4:])
     assert gain > SHIPPED_MARGIN_DB, f"model - copy_last = {gain:.2f} dB"
+
+
+def test_self_forcing_conditions_on_the_chunk_the_engine_imagines(tmp_path, dataset):
+    """With self forcing, a forward / policy window's history is the last frames of the chunk before it as the
+    engine rolls it out (same weights, noise and default sampler; decoded as the engine keeps its frames); inverse
+    windows, first chunks and every target keep the recorded frames."""
+    tr = _trainer(tmp_path / "run", dataset, bf16=False, self_forcing=1.0)
+    store = EpisodeStore([dataset], progress=False)
+    sampler = WindowSampler(store, chunk=4)
+    stats = [tr.train_step(sampler) for _ in range(2)]
+    assert sum(s.get("self_forced", 0) for s in stats) > 0  # the training path runs
+    wm = WorldModel.from_pretrained(tr.export(tmp_path / "bundle", ema=False))
+    ep_i = int(np.argmax(store.lengths))
+    assert store.lengths[ep_i] >= 11
+    ep = load_episode(dataset / load_index(dataset)["episodes"][ep_i]["file"])
+    d = tr.model.config.action_dim
+
+    world = wm.reset(image=ep.frames[0], instruction=ep.instruction, embodiment="pusht", seed=3, chunk_size=4,
+                     history=2)  # fmt: skip
+    world.step(ep.actions[:4])  # past the start clip; then condition on recorded frames 1-2, as a later chunk
+    world.frames = list(to_pixels(ep.frames[1:3], "video").unbind(1))
+    world.past_actions = [prepare_actions(ep.actions[1:2], "pusht", d)[0]]
+    g = torch.Generator()
+    g.set_state(world.rng.get_state())
+    world.step(ep.actions[2:6])  # imagines frames 3-6
+    engine_history = tr.codec.encode(torch.stack(world.frames[-2:], 1)[None])[0]  # frames 5-6 as the engine keeps
+
+    windows = [store.window(ep_i, 5, history=2, chunk=4, mode=FORWARD),  # history 5-6 follows chunk 3-6
+               store.window(ep_i, 5, history=2, chunk=4, mode=INVERSE),
+               store.window(ep_i, 0, history=2, chunk=4, mode=POLICY)]  # fmt: skip
+    x0 = tr.encode_frames([w.frames for w in windows])
+    cond, forced = tr.conditioning(tr.model.eval(), windows, x0, store, np.random.default_rng(0), g)
+    assert forced == 1
+    torch.testing.assert_close(cond[0][:, :2], engine_history, atol=1e-4, rtol=1e-4)
+    assert (cond[0][:, :2] - x0[0][:, :2]).abs().max() > 0.05  # a random-ish model's frames are not the recording
+    assert torch.equal(cond[0][:, 2:], x0[0][:, 2:]) and cond[1] is x0[1] and cond[2] is x0[2]

@@ -53,6 +53,9 @@ class TrainConfig:
     motion_weight: float = 0.0  # extra loss weight on the latent tokens of noisy frames that differ from the last
     # history frame (the agent and block are ~8% of the tokens, and an unweighted loss lets a small model erase them;
     # the logged vision loss includes the weights)
+    self_forcing: float = 0.0  # probability that a forward / policy window's history frames are the model's own:
+    # the chunk ending at its last history frame, imagined from the recorded frames before it with the bundle's
+    # default sampler (as a rollout's later chunks are), so the model learns to recover from its own drift
     action_fourier_octaves: int = 0  # Fourier features of the clean actions (engine.embodiments.action_features)
     qk_norm_init: float = 1.0  # initial weight g of the generation pathway's query/key RMSNorms. With qk-norm,
     # head_dim 32 and rope_theta 10 (fastest h / w rotations 0.87 / 0.75 rad per token), a head's logit gap between
@@ -100,6 +103,8 @@ def add_train_arguments(p: Any) -> None:
                    help="max std of noise on the history frames (robustness to the model's own frames)")  # fmt: skip
     p.add_argument("--motion-weight", type=float, default=d.motion_weight,
                    help="extra loss weight on tokens that move (differ from the last history frame)")  # fmt: skip
+    p.add_argument("--self-forcing", type=float, default=d.self_forcing,
+                   help="probability of conditioning a window on the model's own imagined history frames")  # fmt: skip
     p.add_argument("--action-fourier-octaves", type=int, default=d.action_fourier_octaves,
                    help="octaves of Fourier features of the clean actions (declared in the bundle)")  # fmt: skip
     p.add_argument("--qk-norm-init", type=float, default=d.qk_norm_init,
@@ -118,5 +123,5 @@ def config_from_args(args: Any) -> TrainConfig:
         checkpoint_minutes=args.checkpoint_minutes, max_minutes=args.max_minutes, max_episodes=args.max_episodes,
         bf16=not args.no_bf16, seed=args.seed, context_noise=args.context_noise,
         motion_weight=args.motion_weight, action_fourier_octaves=args.action_fourier_octaves,
-        qk_norm_init=args.qk_norm_init,
+        qk_norm_init=args.qk_norm_init, self_forcing=args.self_forcing,
     )  # fmt: skip

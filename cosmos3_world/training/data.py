@@ -35,6 +35,8 @@ class Window:
     instruction: str
     history: int  # k: leading latent frames that are conditioning (forward / policy)
     mode: str
+    episode: int = -1  # where the window lies in its EpisodeStore (-1: not from a store)
+    start: int = -1  # its first frame within the episode
 
     @property
     def vision_noisy(self) -> tuple[int, ...]:
@@ -94,7 +96,7 @@ class EpisodeStore:
         s = self.starts[episode] + start
         return Window(
             frames=self.frames[s : s + n], actions=self.actions[s : s + n - 1], instruction=self.instructions[episode],
-            history=history, mode=mode,
+            history=history, mode=mode, episode=episode, start=start,
         )  # fmt: skip
 
 

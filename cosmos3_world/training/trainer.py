@@ -31,9 +31,10 @@ from tqdm.auto import tqdm
 from ..codecs import load_codec
 from ..engine.embodiments import get_embodiment, prepare_actions
 from ..engine.prompts import PromptEncoder, load_tokenizer
+from ..engine.sampler import FlowSampler, SamplerConfig, flatten, unflatten
 from ..model import Cosmos3Generator, GenerationSpec
 from .config import DEFAULT_SAMPLER, DEFAULTS_KEY, EMBODIMENT, TrainConfig, add_train_arguments, config_from_args
-from .data import INVERSE, MODES, EpisodeStore, Window, WindowSampler
+from .data import FORWARD, INVERSE, MODES, EpisodeStore, Window, WindowSampler
 
 # A latent (= pixel in [-1, 1], space-to-depth codec) counts as moved when it changes by more than this (~13 levels).
 MOTION_THRESHOLD = 0.1
@@ -94,6 +95,7 @@ class Trainer:
             betas=(0.9, 0.99),
             weight_decay=cfg.weight_decay,
         )
+        self._scheduler_config = json.loads((base / "scheduler" / "scheduler_config.json").read_text())
         self.step = 0
         self._prompt_cache: dict[tuple[str, int], list[int]] = {}
         self._frozen_prefixes: dict[tuple[int, ...], Any] = {}
@@ -164,20 +166,27 @@ class Trainer:
 
     # ------------------------------------------------------------------ loss
     def batch_loss(
-        self, windows: list[Window], g: torch.Generator, rng: np.random.Generator, model: Cosmos3Generator | None = None
+        self,
+        windows: list[Window],
+        g: torch.Generator,
+        rng: np.random.Generator,
+        model: Cosmos3Generator | None = None,
+        store: EpisodeStore | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Flow-matching loss of a batch of windows; noise, sigmas and instruction dropout drawn from g / rng."""
+        """Flow-matching loss of a batch of windows; noise, sigmas and instruction dropout drawn from g / rng (with
+        `store`, the windows' own episodes, and `self_forcing`, some histories are the model's imagination)."""
         cfg, gen = self.config, model or self.model
         emb, d = self.embodiment, gen.config.action_dim
         b = len(windows)
         x0 = self.encode_frames([w.frames for w in windows])
+        cond, imagined = self.conditioning(gen, windows, x0, store, rng, g)
         u = torch.sigmoid(torch.randn(b, generator=g))
         sigma = _shifted_sigmas(u, cfg.sigma_shift)  # [B]
         drop = rng.random(b) < cfg.uncond_prob
         a0 = self.clean_actions(windows, d)
         vision, actions, targets = [], [], []
-        for w, z, a, s in zip(windows, x0, a0, sigma.tolist()):
-            v_in, a_in, target = self.noised(w, z, a, s, g)
+        for w, z, c, a, s in zip(windows, x0, cond, a0, sigma.tolist()):
+            v_in, a_in, target = self.noised(w, z, a, s, g, history=c)
             vision.append(v_in)
             actions.append(a_in)
             targets.append(target)
@@ -207,16 +216,86 @@ class Trainer:
             "action": float(torch.as_tensor(a_loss).detach()),
         }
         stats.update({f"loss_{m}": float(np.mean(v)) for m, v in per_mode.items() if v})
+        if imagined:
+            stats["self_forced"] = imagined
         return loss, stats
 
-    def noised(self, w: Window, z: torch.Tensor, a: torch.Tensor, s: float, g: torch.Generator):
+    def conditioning(
+        self,
+        gen: Cosmos3Generator,
+        windows: Sequence[Window],
+        x0: Sequence[torch.Tensor],
+        store: EpisodeStore | None,
+        rng: np.random.Generator,
+        g: torch.Generator,
+    ) -> tuple[list[torch.Tensor], int]:
+        """The latents each window is conditioned on, and how many were self-forced. With probability
+        `self_forcing`, a forward / policy window whose history follows a whole chunk of its episode gets as
+        history the last frames of that chunk imagined by `gen` from the recorded frames before it; the others
+        (and every target) keep the recorded frames."""
+        cfg, n = self.config, self.config.chunk_size
+        cond = list(x0)
+        if cfg.self_forcing <= 0 or store is None:
+            return cond, 0
+        picks, chunks = [], []
+        for i, w in enumerate(windows):
+            first = w.start + w.history - n  # first frame of the imagined chunk
+            if w.mode == INVERSE or w.start < 0 or first < 1 or rng.random() >= cfg.self_forcing:
+                continue
+            k = min(cfg.history, first)  # recorded frames it is imagined from, as many as a rollout's
+            picks.append(i)
+            chunks.append(store.window(w.episode, first - k, k, n, FORWARD))
+        if not picks:
+            return cond, 0
+        for i, z in zip(picks, self.imagine(gen, chunks, g)):
+            h = windows[i].history
+            cond[i] = torch.cat([z[:, -h:], x0[i][:, h:]], dim=1)
+        return cond, len(picks)
+
+    @torch.no_grad()
+    def imagine(self, gen: Cosmos3Generator, windows: Sequence[Window], g: torch.Generator) -> list[torch.Tensor]:
+        """Forward windows denoised as the engine denoises a chunk: from pure noise with the bundle's default sampler,
+        then decoded and re-encoded (the engine conditions later chunks on decoded frames). Latents [C, T, h, w]."""
+        z = self.encode_frames([w.frames for w in windows])
+        actions = self.clean_actions(windows, gen.config.action_dim)
+        ids = [self.prompt_ids(w.instruction, len(w.frames)) for w in windows]
+        noisy = [list(w.vision_noisy) for w in windows]
+        x = [zi.clone() for zi in z]
+        like = [zi[:, nz] for zi, nz in zip(z, noisy)]
+        parts = []
+        for zi, nz, a in zip(z, noisy, actions):  # the engine's draws, in its order: vision noise, then action noise
+            parts.append(torch.randn((1, *zi.shape), generator=g)[0, :, nz])
+            torch.randn(a.shape, generator=g)
+        start = flatten(parts)
+
+        def velocity(flat: torch.Tensor, t: float) -> torch.Tensor:
+            for xi, nz, part in zip(x, noisy, unflatten(flat, like)):
+                xi[:, nz] = part
+            out = self.velocity(gen, windows, ids, x, actions, torch.full((len(windows),), t))
+            return flatten([o[:, nz] for o, nz in zip(out.sample, noisy)])
+
+        sampler = FlowSampler(self._scheduler_config, SamplerConfig(**DEFAULT_SAMPLER))
+        for xi, nz, part in zip(x, noisy, unflatten(sampler.sample(start, velocity), like)):
+            xi[:, nz] = part
+        return [self.codec.encode(self.codec.decode(xi[None]))[0] for xi in x]
+
+    def noised(
+        self,
+        w: Window,
+        z: torch.Tensor,
+        a: torch.Tensor,
+        s: float,
+        g: torch.Generator,
+        history: torch.Tensor | None = None,
+    ):
         """One window's model inputs at noise level s: latents z [C, T, h, w] and actions a [A, d] noised where the
         mode denoises, and the velocity targets there ((noise - z) at the noisy frames, (noise - a) at the noisy
-        action rows); with `context_noise`, the clean history frames of forward / policy windows are perturbed."""
+        action rows); the clean frames come from `history` (z if None); with `context_noise`, the clean history
+        frames of forward / policy windows are perturbed."""
         cfg, emb = self.config, self.embodiment
         n = torch.randn(z.shape, generator=g)
         nz = list(w.vision_noisy)
-        v_in = z.clone()
+        v_in = (z if history is None else history).clone()
         v_in[:, nz] = (1 - s) * z[:, nz] + s * n[:, nz]
         if cfg.context_noise > 0 and w.mode != INVERSE:
             k = w.history  # later chunks condition on the model's own, imperfect frames
@@ -270,7 +349,7 @@ class Trainer:
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss, stats = self.batch_loss(windows, g, rng)
+        loss, stats = self.batch_loss(windows, g, rng, store=sampler.store)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -422,11 +501,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     if resume and (run / "checkpoint" / "trainer_state.pt").is_file():
         saved = torch.load(run / "checkpoint" / "trainer_state.pt", weights_only=False)["config"]
         # What a resume may change: where the run and its data are (a copied run directory branches off), the
-        # schedule's length, the run's time and threads, and a context noise, motion weight or Fourier action
-        # features given anew (a run can start plain and be made robust to its own frames, or attentive to what
-        # moves, later).
+        # schedule's length, the run's time and threads, and a context noise, motion weight, self forcing or
+        # Fourier action features given anew (a run can start plain and be made robust to its own frames, or
+        # attentive to what moves, later).
         runtime = ("data", "run_dir", "total_steps", "max_minutes", "checkpoint_minutes", "threads", "log_every")
-        anew = ("context_noise", "motion_weight", "action_fourier_octaves")
+        anew = ("context_noise", "motion_weight", "action_fourier_octaves", "self_forcing")
         keep = {k: v for k, v in asdict(config).items() if k in runtime or (k in anew and v > 0)}
         config = TrainConfig.from_dict({**saved, **keep})
         trainer = Trainer(config)
