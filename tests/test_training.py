@@ -32,8 +32,9 @@ def dataset(tmp_path_factory):
 
 
 def _trainer(run_dir, dataset, **kw) -> Trainer:
-    cfg = TrainConfig(data=[str(dataset)], run_dir=str(run_dir), model=dict(TINY), batch_size=4, warmup_steps=1,
-                      total_steps=50, lr=3e-3, threads=1, **kw)  # fmt: skip
+    kw.setdefault("model", dict(TINY))
+    cfg = TrainConfig(data=[str(dataset)], run_dir=str(run_dir), batch_size=4, warmup_steps=1, total_steps=50,
+                      lr=3e-3, threads=1, **kw)  # fmt: skip
     return Trainer(cfg)
 
 
@@ -52,23 +53,27 @@ def test_loss_falls_on_a_fixed_batch(tmp_path, dataset):
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
 
 
-@pytest.mark.parametrize("octaves", [0, 3])
-def test_training_forward_equals_engine_inference(tmp_path, dataset, octaves):
+@pytest.mark.parametrize("octaves, rotary", [(0, False), (3, False), (0, True)])
+def test_training_forward_equals_engine_inference(tmp_path, dataset, octaves, rotary):
     """Trained weights through the unchanged engine (one Euler step, no CFG) give exactly what the training forward
     gives at the same noise: same prompt, positions, fps, clean/noisy split, action features, in float32."""
-    tr = _trainer(tmp_path / "run", dataset, bf16=False, action_fourier_octaves=octaves)
+    tr = _trainer(tmp_path / "run", dataset, bf16=False, action_fourier_octaves=octaves, action_rotary_features=rotary,
+                  model={**TINY, "action_dim": 32 if rotary else 16})  # fmt: skip
     sampler = WindowSampler(EpisodeStore([dataset], progress=False), chunk=4)
     for _ in range(2):  # "trained" weights
         tr.train_step(sampler)
     bundle = tr.export(tmp_path / "bundle", ema=False)
     wm = WorldModel.from_pretrained(bundle, sampler=SamplerConfig(num_steps=1, solver="euler", guidance_scale=1.0))
-    assert wm.action_octaves == octaves  # declared by the bundle
-    with pytest.raises(ValueError, match="action_fourier_octaves: fourier_octaves=8 needs 17 action columns"):
-        WorldModel(wm.generator, wm.codec, wm.prompts.tokenizer, defaults={"action_fourier_octaves": 8})
+    assert (wm.action_octaves, wm.action_rotary) == (octaves, rotary)  # declared by the bundle
+    with pytest.raises(ValueError, match="action_fourier_octaves: fourier_octaves=16 needs 33 action columns"):
+        WorldModel(wm.generator, wm.codec, wm.prompts.tokenizer, defaults={"action_fourier_octaves": 16})
+    with pytest.raises(ValueError, match="action_rotary_features: rotary action features need 34 action columns"):
+        WorldModel(wm.generator, wm.codec, wm.prompts.tokenizer,
+                   defaults={"action_fourier_octaves": 3, "action_rotary_features": True})  # fmt: skip
     ep = load_episode(dataset / load_index(dataset)["episodes"][0]["file"])
 
     def past(i: int) -> list[torch.Tensor]:  # recorded action i as the engine keeps a past action (model space)
-        return [prepare_actions(ep.actions[i : i + 1], "pusht", d, fourier_octaves=octaves)[0]]
+        return [tr.clean_actions([Window(ep.frames[:2], ep.actions[i : i + 1], "", 1, FORWARD)], d)[0][0]]
 
     gen, d = tr.model.eval(), tr.model.config.action_dim
     sched = wm.sampler.make_scheduler()
@@ -102,7 +107,7 @@ def test_training_forward_equals_engine_inference(tmp_path, dataset, octaves):
             expected_a = a_noise[-4:, :2] - sigma * out.action[0][-4:, :2]
             torch.testing.assert_close(torch.from_numpy(res.actions), expected_a, atol=2e-5, rtol=1e-5)
             # the generated actions condition the next chunk featurised like given ones
-            again = prepare_actions(res.actions[-1:], "pusht", d, fourier_octaves=octaves)[0]
+            again = tr.clean_actions([Window(ep.frames[:2], res.actions[-1:], "", 1, FORWARD)], d)[0][0]
             torch.testing.assert_close(world.past_actions[-1], again, atol=1e-5, rtol=1e-5)
 
     world = wm.reset(image=ep.frames[0], instruction=ep.instruction, embodiment="pusht", seed=3, chunk_size=4,
@@ -375,3 +380,31 @@ def test_self_forcing_conditions_on_the_chunk_the_engine_imagines(tmp_path, data
     torch.testing.assert_close(cond[0][:, :2], engine_history, atol=1e-4, rtol=1e-4)
     assert (cond[0][:, :2] - x0[0][:, :2]).abs().max() > 0.05  # a random-ish model's frames are not the recording
     assert torch.equal(cond[0][:, 2:], x0[0][:, 2:]) and cond[1] is x0[1] and cond[2] is x0[2]
+
+
+def test_rotary_action_features_put_the_attention_peak_on_the_target_token():
+    """A key made of the features at the action token's spatial position 0, against a query rotated to each token of
+    the grid by the generator's own rotary code, meets it in phase exactly at the token the target lies in."""
+    from cosmos3_world.engine.embodiments import rotary_action_features
+    from cosmos3_world.model.rope import MultimodalRotary, apply_rotary
+
+    rope = MultimodalRotary(32, 10.0, [6, 5, 5])
+    inv_freq, axis = rope.spatial_slots()
+    slots = (rope.axis > 0).nonzero().flatten()
+    grid = (8, 8)
+    rows, cols = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+    pos = torch.stack([torch.zeros(64), rows.flatten(), cols.flatten()])  # [3, 64] (t, h, w) of the frame's tokens
+    cos, sin = rope(pos, torch.float32)
+    for x, y in [(-0.9, -0.9), (0.3, -0.55), (0.87, 0.1), (-0.2, 0.7)]:
+        f = rotary_action_features(torch.tensor([[x, y] + [0.0] * 30]), 2, inv_freq, axis, grid)[0]
+        assert torch.allclose(f[:2], torch.tensor([x, y])) and (f[22:] == 0).all()
+        s = len(slots)
+        k = torch.zeros(32)
+        k[slots], k[slots + 16] = f[2 : 2 + s], f[2 + s : 2 + 2 * s]  # rotate-half pairs (i, i + 16)
+        q = torch.zeros(64, 1, 32)
+        q[:, 0, slots] = 1.0
+        logits = (apply_rotary(q, cos, sin)[:, 0] * k).sum(-1)  # the key at position 0 is not rotated
+        target = int((y + 1) / 2 * 8) * 8 + int((x + 1) / 2 * 8)
+        assert int(logits.argmax()) == target
+    with pytest.raises(ValueError, match="need 22 action columns, the model has 16"):
+        rotary_action_features(torch.zeros(1, 16), 2, inv_freq, axis, grid)

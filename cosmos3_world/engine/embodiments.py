@@ -52,6 +52,8 @@ class Embodiment:
     action_low: tuple[float, ...] | None = None
     action_high: tuple[float, ...] | None = None
     description: str = ""
+    image_position: bool = False  # the first two raw dims are a target (x, y) in the camera image, [-1, 1] over the
+    # frame, x to the right, y down (Push-T): such actions can carry `rotary_action_features`
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -71,6 +73,10 @@ class Embodiment:
             )
         if not isinstance(self.description, str):
             raise ValueError(f"{where}: description must be a str, got {type(self.description).__name__}.")
+        if self.image_position and (self.action_dim < 2 or self.action_low is not None):
+            raise ValueError(
+                f"{where}: image_position needs >= 2 action dims in image coordinates, no action_low/high."
+            )
         if (self.action_low is None) != (self.action_high is None):
             raise ValueError(f"{where}: give both action_low and action_high, or neither.")
         if self.action_low is not None:
@@ -171,7 +177,7 @@ DEFAULT_EMBODIMENTS = EmbodimentRegistry(
         _builtin("av", 1, 9, "Autonomous vehicle: 9-D ego pose."),
         _builtin("camera_pose", 2, 9, "Moving camera: 9-D camera pose."),
         _builtin("hand_pose", 3, 57, "Egocentric two hands: 9-D ego + 2 x (9-D wrist + 15-D fingertips)."),
-        _builtin("pusht", 4, 2, "Push-T: 2-D planar target position.", control_hz=10.0),
+        _builtin("pusht", 4, 2, "Push-T: 2-D planar target position.", control_hz=10.0, image_position=True),
         _builtin("umi", 6, 10, f"UMI hand-held gripper: {_ARM}.", view_point="wrist_view"),
         _builtin(
             "bridge_orig_lerobot",
@@ -283,6 +289,32 @@ def action_features(actions: torch.Tensor, width: int, octaves: int) -> torch.Te
     freqs = math.pi * 2.0 ** torch.arange(octaves, dtype=a.dtype, device=a.device)  # [K]
     phase = (a[:, None, :] * freqs[None, :, None]).flatten(1)  # [T, K * width]: octave-major
     out[:, width:need] = torch.cat([torch.sin(phase), torch.cos(phase)], dim=1)
+    out[:, need:] = 0
+    return out
+
+
+def rotary_action_features(
+    actions: torch.Tensor, start: int, inv_freq: torch.Tensor, axis: torch.Tensor, grid: tuple[int, int]
+) -> torch.Tensor:
+    """Model-space actions [T, D] of an `image_position` embodiment -> a copy whose columns from `start` hold cos,
+    then sin, of the rotary phase each spatial slot gives the token the target lies in; zeros beyond.
+
+    `inv_freq` [S] and `axis` [S] (1 = h, 2 = w) are the generator's spatial rotary slots, `grid` its (rows, columns)
+    of tokens per frame. Action tokens sit at spatial position 0, so a key built linearly from these columns meets
+    the query of the target's token in phase: attention can find where an action points, which a translation-
+    equivariant model cannot read from the coordinate itself.
+    """
+    s = len(inv_freq)
+    need = start + 2 * s
+    if need > actions.shape[1]:
+        raise ValueError(f"rotary action features need {need} action columns, the model has {actions.shape[1]}.")
+    x, y = actions[:, 0], actions[:, 1]
+    row, col = (y + 1) / 2 * grid[0] - 0.5, (x + 1) / 2 * grid[1] - 0.5  # [T] token coordinates of the target
+    coord = torch.where(axis.to(actions.device)[None] == 1, row[:, None], col[:, None])  # [T, S]
+    phase = coord * inv_freq.to(actions.device, actions.dtype)[None]
+    out = actions.clone()
+    out[:, start : start + s] = torch.cos(phase)
+    out[:, start + s : need] = torch.sin(phase)
     out[:, need:] = 0
     return out
 

@@ -35,6 +35,7 @@ from .embodiments import (
     EmbodimentRegistry,
     action_features,
     prepare_actions,
+    rotary_action_features,
     unnormalize_actions,
 )
 from .pixels import to_pixels, to_uint8
@@ -45,7 +46,9 @@ _BUNDLE_FOLDERS = ("model_index.json", "transformer/*", "vae/*", "text_tokenizer
 
 # model_index.json may carry this block: the bundle's own defaults for reset() and the sampler.
 BUNDLE_DEFAULTS_KEY = "_cosmos3_world"
-_DEFAULT_KEYS = ("tier", "embodiment", "chunk_size", "history", "sampler", "action_fourier_octaves")
+_DEFAULT_KEYS = (
+    "tier", "embodiment", "chunk_size", "history", "sampler", "action_fourier_octaves", "action_rotary_features",
+)  # fmt: skip
 _NO_TIER = object()  # "use the model's default tier" (None itself means native size)
 
 
@@ -147,8 +150,33 @@ class WorldModel:
             action_features(torch.zeros(1, generator.config.action_dim), 1, self.action_octaves)
         except ValueError as e:
             raise ValueError(f"{BUNDLE_DEFAULTS_KEY}.action_fourier_octaves: {e}") from None
+        if self.action_rotary:  # room for a 2-D position's Fourier and rotary columns
+            inv_freq, axis = generator.rotary.spatial_slots()
+            try:
+                rotary_action_features(torch.zeros(1, generator.config.action_dim), 2 * (1 + 2 * self.action_octaves),
+                                       inv_freq, axis, (1, 1))  # fmt: skip
+            except ValueError as e:
+                raise ValueError(f"{BUNDLE_DEFAULTS_KEY}.action_rotary_features: {e}") from None
         self.progress = progress
         self.source: dict[str, Any] | None = None  # where from_pretrained loaded it from
+
+    @property
+    def action_rotary(self) -> bool:
+        """Whether the clean actions of `image_position` embodiments carry rotary features
+        (embodiments.rotary_action_features), as the bundle was trained: its defaults' `action_rotary_features`."""
+        return bool(self.defaults.get("action_rotary_features", False))
+
+    def featurize_actions(self, actions: torch.Tensor, embodiment: Embodiment, canvas: Canvas) -> torch.Tensor:
+        """Clean model-space actions [T, D] featurised as the model was trained: Fourier features of the raw columns,
+        then (rotary bundles, image-position embodiments) the target token's rotary phases on `canvas`'s content."""
+        d = embodiment.action_dim
+        out = action_features(actions, d, self.action_octaves)
+        if self.action_rotary and embodiment.image_position:
+            tokens = canvas.spatial_factor * self.generator.config.latent_patch_size  # pixels per token, per side
+            grid = (canvas.content_height / tokens, canvas.content_width / tokens)
+            out = rotary_action_features(out, d * (1 + 2 * self.action_octaves), *self.generator.rotary.spatial_slots(),
+                                         grid)  # fmt: skip
+        return out
 
     @property
     def action_octaves(self) -> int:
@@ -310,11 +338,8 @@ class WorldModel:
         prepared = []
         for i, (w, a) in enumerate(zip(worlds, actions)):
             try:
-                prepared.append(
-                    prepare_actions(
-                        a, w.embodiment, self.generator.config.action_dim, w.chunk_size, self.action_octaves
-                    )
-                )
+                raw = prepare_actions(a, w.embodiment, self.generator.config.action_dim, w.chunk_size)
+                prepared.append(self.featurize_actions(raw, w.embodiment, w.canvas))
             except ValueError as e:
                 raise ValueError(f"actions[{i}]: {e}") from None
         outputs = self._run([self._world_job(w, a) for w, a in zip(worlds, prepared)])
@@ -329,7 +354,7 @@ class WorldModel:
         for w, (out, pixels) in zip(worlds, outputs):
             new = out.actions[-w.chunk_size :]
             d = w.embodiment.action_dim  # later chunks condition on the generated actions, featurised as given ones
-            result = self._advance(w, out, action_features(new, d, self.action_octaves), pixels)
+            result = self._advance(w, out, self.featurize_actions(new, w.embodiment, w.canvas), pixels)
             result.actions = unnormalize_actions(new[:, :d], w.embodiment)
             results.append(result)
         return results

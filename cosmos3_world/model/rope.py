@@ -69,6 +69,11 @@ class MultimodalRotary:
             axis[offset : axes_dim[a] * 3 : 3] = a
         self.axis = axis  # [half]: which of (t, h, w) each frequency slot reads
 
+    def spatial_slots(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inv_freq [S], axis [S]) of the slots that read h (axis 1) or w (axis 2)."""
+        spatial = (self.axis > 0).nonzero().flatten()
+        return self.inv_freq[spatial], self.axis[spatial]
+
     def __call__(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """position_ids [3, N] -> (cos, sin), each [N, head_dim] in `dtype` (computed in float32)."""
         pos = position_ids.to(torch.float32)

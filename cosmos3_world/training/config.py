@@ -53,6 +53,8 @@ class TrainConfig:
     motion_weight: float = 0.0  # extra loss weight on the latent tokens of noisy frames that differ from the last
     # history frame (the agent and block are ~8% of the tokens, and an unweighted loss lets a small model erase them;
     # the logged vision loss includes the weights)
+    action_rotary_features: bool = False  # the target position's rotary phases in the clean actions' padding
+    # (engine.embodiments.rotary_action_features): attention can then find the token an action points at
     self_forcing: float = 0.0  # probability that a forward / policy window's history frames are the model's own:
     # the chunk ending at its last history frame, imagined from the recorded frames before it with the bundle's
     # default sampler (as a rollout's later chunks are), so the model learns to recover from its own drift
@@ -103,6 +105,8 @@ def add_train_arguments(p: Any) -> None:
                    help="max std of noise on the history frames (robustness to the model's own frames)")  # fmt: skip
     p.add_argument("--motion-weight", type=float, default=d.motion_weight,
                    help="extra loss weight on tokens that move (differ from the last history frame)")  # fmt: skip
+    p.add_argument("--action-rotary-features", action="store_true",
+                   help="the clean actions carry their target's rotary phases (declared in the bundle)")  # fmt: skip
     p.add_argument("--self-forcing", type=float, default=d.self_forcing,
                    help="probability of conditioning a window on the model's own imagined history frames")  # fmt: skip
     p.add_argument("--action-fourier-octaves", type=int, default=d.action_fourier_octaves,
@@ -124,4 +128,5 @@ def config_from_args(args: Any) -> TrainConfig:
         bf16=not args.no_bf16, seed=args.seed, context_noise=args.context_noise,
         motion_weight=args.motion_weight, action_fourier_octaves=args.action_fourier_octaves,
         qk_norm_init=args.qk_norm_init, self_forcing=args.self_forcing,
+        action_rotary_features=args.action_rotary_features,
     )  # fmt: skip

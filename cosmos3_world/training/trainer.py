@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..codecs import load_codec
-from ..engine.embodiments import get_embodiment, prepare_actions
+from ..engine.embodiments import get_embodiment, prepare_actions, rotary_action_features
 from ..engine.prompts import PromptEncoder, load_tokenizer
 from ..engine.sampler import FlowSampler, SamplerConfig, flatten, unflatten
 from ..model import Cosmos3Generator, GenerationSpec
@@ -129,8 +129,13 @@ class Trainer:
 
     def clean_actions(self, windows: Sequence[Window], action_dim: int) -> list[torch.Tensor]:
         """Model-space actions [A, action_dim] per window, as the engine's `prepare_actions` makes them."""
-        octaves = self.config.action_fourier_octaves
-        return [prepare_actions(w.actions, self.embodiment, action_dim, fourier_octaves=octaves) for w in windows]
+        octaves, emb = self.config.action_fourier_octaves, self.embodiment
+        out = [prepare_actions(w.actions, emb, action_dim, fourier_octaves=octaves) for w in windows]
+        if self.config.action_rotary_features:
+            grid = tuple(n / self.model.config.latent_patch_size for n in self.latent_hw)  # tokens per side
+            slots = self.model.rotary.spatial_slots()
+            out = [rotary_action_features(a, emb.action_dim * (1 + 2 * octaves), *slots, grid) for a in out]
+        return out
 
     def specs(self, gen: Cosmos3Generator, windows: Sequence[Window], ids: Sequence[Sequence[int]]):
         """The GenerationSpec of each window, as the engine's `_specs` builds them for a chunk."""
@@ -368,14 +373,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints and export
     @torch.no_grad()
-    def zero_feature_columns(self) -> None:
-        """Zero the action input weights of the columns past the raw action (model and EMA), so that switching on
-        Fourier features leaves the function unchanged (those columns held only zeros until now)."""
-        d, raw = self.model.config.action_dim, self.embodiment.action_dim
+    def zero_feature_columns(self, start: int | None = None) -> None:
+        """Zero the action input weights of the columns from `start` (default: past the raw action) in model and
+        EMA, so that switching features on leaves the function unchanged (those columns held only zeros until now)."""
+        d = self.model.config.action_dim
+        first = self.embodiment.action_dim if start is None else start
         for gen in (self.model, self.ema):
             proj = gen.action_proj_in
             w = proj.fc.weight.view(proj.num_domains, d, proj.output_size)  # fc.weight[domain]: flattened [in, out]
-            w[self.embodiment.domain_id, raw:] = 0
+            w[self.embodiment.domain_id, first:] = 0
 
     def save(self, directory: str | Path | None = None) -> Path:
         """model/ and ema/ (published transformer layout) + trainer_state.pt; written aside, then swapped in."""
@@ -435,6 +441,7 @@ def export_bundle(
         "history": config.history,
         "sampler": dict(sampler or DEFAULT_SAMPLER),
         "action_fourier_octaves": config.action_fourier_octaves,
+        "action_rotary_features": config.action_rotary_features,
     }
     (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     if out.exists():
@@ -501,17 +508,22 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     if resume and (run / "checkpoint" / "trainer_state.pt").is_file():
         saved = torch.load(run / "checkpoint" / "trainer_state.pt", weights_only=False)["config"]
         # What a resume may change: where the run and its data are (a copied run directory branches off), the
-        # schedule's length, the run's time and threads, and a context noise, motion weight, self forcing or
-        # Fourier action features given anew (a run can start plain and be made robust to its own frames, or
+        # schedule's length, the run's time and threads, and a context noise, motion weight, self forcing,
+        # Fourier or rotary action features given anew (a run can start plain and be made robust to its own frames, or
         # attentive to what moves, later).
         runtime = ("data", "run_dir", "total_steps", "max_minutes", "checkpoint_minutes", "threads", "log_every")
-        anew = ("context_noise", "motion_weight", "action_fourier_octaves", "self_forcing")
+        anew = ("context_noise", "motion_weight", "action_fourier_octaves", "self_forcing", "action_rotary_features")
         keep = {k: v for k, v in asdict(config).items() if k in runtime or (k in anew and v > 0)}
         config = TrainConfig.from_dict({**saved, **keep})
         trainer = Trainer(config)
         trainer.load()
-        if config.action_fourier_octaves and not saved.get("action_fourier_octaves"):
-            trainer.zero_feature_columns()  # the features start out ignored: the same function, then fine-tuned
+        old_octaves = saved.get("action_fourier_octaves", 0)
+        if old_octaves != config.action_fourier_octaves and saved.get("action_rotary_features"):
+            raise ValueError("action_fourier_octaves cannot change once rotary action features are on (they follow)")
+        if config.action_fourier_octaves and not old_octaves:  # new columns start out ignored: the same function
+            trainer.zero_feature_columns()
+        elif config.action_rotary_features and not saved.get("action_rotary_features"):
+            trainer.zero_feature_columns(trainer.embodiment.action_dim * (1 + 2 * old_octaves))
     else:
         trainer = Trainer(config)
     (run / "config.json").write_text(json.dumps(asdict(config), indent=1))
