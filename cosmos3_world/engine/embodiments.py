@@ -294,7 +294,7 @@ def action_features(actions: torch.Tensor, width: int, octaves: int) -> torch.Te
 
 
 def rotary_action_features(
-    actions: torch.Tensor, start: int, inv_freq: torch.Tensor, axis: torch.Tensor, grid: tuple[int, int]
+    actions: torch.Tensor, start: int, inv_freq: torch.Tensor, axis: torch.Tensor, grid: tuple[float, float]
 ) -> torch.Tensor:
     """Model-space actions [T, D] of an `image_position` embodiment -> a copy whose columns from `start` hold cos,
     then sin, of the rotary phase each spatial slot gives the token the target lies in; zeros beyond.
