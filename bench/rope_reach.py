@@ -25,14 +25,13 @@ AXES_DIM = {32: [6, 5, 5], 64: [12, 10, 10]}  # (t, h, w) slots per head_dim: th
 def same_place_mass(theta: float, head_dim: int, g: float, grid: int, iters: int = 3000) -> tuple[float, float]:
     """(largest same-place attention mass, fastest spatial rotation in rad per token) of one head."""
     rope = MultimodalRotary(head_dim, theta, AXES_DIM[head_dim])
-    spatial = (rope.axis > 0).nonzero().flatten()  # slots on h or w; t slots cannot separate places in one frame
-    freq = rope.inv_freq[spatial].double()  # [S] rad per token
-    axis = rope.axis[spatial]
+    freq, axis = rope.spatial_slots()  # slots on h or w; t slots cannot separate places in one frame
+    freq = freq.double()  # [S] rad per token
     offsets = torch.tensor([(dh, dw) for dh in range(1 - grid, grid) for dw in range(1 - grid, grid) if dh or dw])
     delta = torch.where(axis[None] == 1, offsets[:, :1], offsets[:, 1:]).double()  # [K, S] along the slot axis
     # Logit gap to offset k: sum_s e_s (1 - cos(freq_s * delta_ks)) / sqrt(d), e the per-slot |q||k| (sum d g^2).
     gap = (1 - torch.cos(freq[None] * delta)) * head_dim * g**2 / head_dim**0.5  # [K, S] per unit share
-    w = torch.full((len(spatial),), 1.0 / len(spatial), dtype=torch.float64)
+    w = torch.full((len(freq),), 1.0 / len(freq), dtype=torch.float64)
     for _ in range(iters):
         z = -(gap @ w)  # [K]
         p = torch.softmax(z, 0)

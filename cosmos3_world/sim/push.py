@@ -36,8 +36,8 @@ import numpy as np
 BACKGROUND_RGB: tuple[int, int, int] = (228, 228, 228)  # the floor's colour at the workspace centre
 # The floor is lit unevenly: red rises to the right and green downwards by this much per workspace unit (at most
 # 34 from BACKGROUND_RGB, well inside the detector's threshold). Why: actions are absolute target positions, and a
-# transformer with rotary positions only is translation-equivariant, so without a landmark a frame's tokens cannot
-# tell where in the workspace they are, nor so where a commanded target lies in the image.
+# transformer with rotary positions only is translation-equivariant: without a landmark a frame's tokens cannot
+# tell where in the workspace they are, so nor whether a commanded target names them.
 FLOOR_GRADIENT: float = 24.0
 BLOCK_RGB: tuple[int, int, int] = (214, 40, 40)
 AGENT_RGB: tuple[int, int, int] = (45, 25, 70)
