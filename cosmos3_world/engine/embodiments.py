@@ -319,6 +319,22 @@ def rotary_action_features(
     return out
 
 
+def featurize_actions(
+    actions: torch.Tensor,
+    embodiment: str | Embodiment,
+    octaves: int = 0,
+    rotary: tuple[torch.Tensor, torch.Tensor, tuple[float, float]] | None = None,
+) -> torch.Tensor:
+    """Clean model-space actions [T, D] featurised as a model trained with them expects: Fourier features of the raw
+    columns (`octaves`), then, for `image_position` embodiments with `rotary` = (inv_freq, axis, grid), the target
+    token's rotary phases (`rotary_action_features`)."""
+    emb = get_embodiment(embodiment)
+    out = action_features(actions, emb.action_dim, octaves)
+    if rotary is not None and emb.image_position:
+        out = rotary_action_features(out, emb.action_dim * (1 + 2 * octaves), *rotary)
+    return out
+
+
 def unnormalize_actions(actions: Any, embodiment: str | Embodiment) -> np.ndarray:
     """Model-space actions ``[T, >=raw_width]`` -> raw actions ``[T, raw_width]`` (float32), inverting prepare_actions.
 

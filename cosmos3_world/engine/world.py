@@ -34,6 +34,7 @@ from .embodiments import (
     Embodiment,
     EmbodimentRegistry,
     action_features,
+    featurize_actions,
     prepare_actions,
     rotary_action_features,
     unnormalize_actions,
@@ -169,14 +170,13 @@ class WorldModel:
     def featurize_actions(self, actions: torch.Tensor, embodiment: Embodiment, canvas: Canvas) -> torch.Tensor:
         """Clean model-space actions [T, D] featurised as the model was trained: Fourier features of the raw columns,
         then (rotary bundles, image-position embodiments) the target token's rotary phases on `canvas`'s content."""
-        d = embodiment.action_dim
-        out = action_features(actions, d, self.action_octaves)
-        if self.action_rotary and embodiment.image_position:
-            tokens = canvas.spatial_factor * self.generator.config.latent_patch_size  # pixels per token, per side
-            grid = (canvas.content_height / tokens, canvas.content_width / tokens)
-            out = rotary_action_features(out, d * (1 + 2 * self.action_octaves), *self.generator.rotary.spatial_slots(),
-                                         grid)  # fmt: skip
-        return out
+        if not self.action_rotary:
+            return featurize_actions(actions, embodiment, self.action_octaves)
+        tokens = canvas.spatial_factor * self.generator.config.latent_patch_size  # pixels per token, per side
+        grid = (canvas.content_height / tokens, canvas.content_width / tokens)
+        return featurize_actions(
+            actions, embodiment, self.action_octaves, (*self.generator.rotary.spatial_slots(), grid)
+        )
 
     @property
     def action_octaves(self) -> int:

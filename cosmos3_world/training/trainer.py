@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..codecs import load_codec
-from ..engine.embodiments import get_embodiment, prepare_actions, rotary_action_features
+from ..engine.embodiments import featurize_actions, get_embodiment, prepare_actions
 from ..engine.prompts import PromptEncoder, load_tokenizer
 from ..engine.sampler import FlowSampler, SamplerConfig, flatten, unflatten
 from ..model import Cosmos3Generator, GenerationSpec
@@ -128,14 +128,13 @@ class Trainer:
         return out
 
     def clean_actions(self, windows: Sequence[Window], action_dim: int) -> list[torch.Tensor]:
-        """Model-space actions [A, action_dim] per window, as the engine's `prepare_actions` makes them."""
-        octaves, emb = self.config.action_fourier_octaves, self.embodiment
-        out = [prepare_actions(w.actions, emb, action_dim, fourier_octaves=octaves) for w in windows]
-        if self.config.action_rotary_features:
+        """Model-space actions [A, action_dim] per window, featurised as the engine's `featurize_actions` does."""
+        cfg, rotary = self.config, None
+        if cfg.action_rotary_features:
             grid = tuple(n / self.model.config.latent_patch_size for n in self.latent_hw)  # tokens per side
-            slots = self.model.rotary.spatial_slots()
-            out = [rotary_action_features(a, emb.action_dim * (1 + 2 * octaves), *slots, grid) for a in out]
-        return out
+            rotary = (*self.model.rotary.spatial_slots(), grid)
+        return [featurize_actions(prepare_actions(w.actions, self.embodiment, action_dim), self.embodiment,
+                                  cfg.action_fourier_octaves, rotary) for w in windows]  # fmt: skip
 
     def specs(self, gen: Cosmos3Generator, windows: Sequence[Window], ids: Sequence[Sequence[int]]):
         """The GenerationSpec of each window, as the engine's `_specs` builds them for a chunk."""
