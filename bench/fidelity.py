@@ -40,6 +40,7 @@ from cosmos3_world.policies.push_report import (
     world_success,
 )
 from cosmos3_world.policies.stats import pearson, spearman
+from cosmos3_world.sim.env import default_max_episode_steps
 from cosmos3_world.sim.policies import RandomPushPolicy, graded_policies
 from cosmos3_world.sim.push import TASKS
 
@@ -101,7 +102,8 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=16, help="held-out episodes of the open-loop report")
     p.add_argument("--chunks", type=int, default=10, help="chunks of the open-loop report")
     p.add_argument("--policy-episodes", type=int, default=12, help="episodes per policy (0: skip parts 2 and 3)")
-    p.add_argument("--horizon", type=int, default=25, help="chunks per policy episode (25 x 4 = 100 control steps)")
+    p.add_argument("--horizon", type=int, default=default_max_episode_steps(CHUNK),
+                   help="chunks per policy episode (default: the push task's 40 control steps)")  # fmt: skip
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the bundle's)")
     p.add_argument("--solver", default=None, help="sampler solver (default: the bundle's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the bundle's)")

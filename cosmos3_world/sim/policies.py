@@ -264,15 +264,15 @@ class RandomPushPolicy(_Policy):
 def graded_policies(chunk_size: int = 4, seed: int = 0) -> dict[str, PushPolicy]:
     """Policies of clearly different skill, best first.
 
-    Success within ``MAX_CONTROL_STEPS`` = 100 control steps, measured on the simulator over 200 seeds with
-    chunk_size 4: expert 100%, expert_noisy 81%, expert_wrong_goal 64%, expert_lazy 30%, expert_sloppy 10%,
+    Success within ``MAX_CONTROL_STEPS`` = 40 control steps, measured on the simulator over 100 seeds with
+    chunk_size 4: expert 100%, expert_noisy 88%, expert_wrong_goal 61%, expert_lazy 28%, expert_sloppy 16%,
     random 1%.
     """
     return {
         "expert": ExpertPushPolicy(chunk_size, seed=seed),
         "expert_noisy": ExpertPushPolicy(chunk_size, noise=0.1, seed=seed + 1),
         "expert_wrong_goal": ExpertPushPolicy(chunk_size, noise=0.05, wrong_goal_prob=0.45, seed=seed + 2),
-        "expert_lazy": ExpertPushPolicy(chunk_size, noise=0.22, replan_every=4, seed=seed + 3),
-        "expert_sloppy": ExpertPushPolicy(chunk_size, noise=0.18, random_prob=0.15, seed=seed + 4),
+        "expert_lazy": ExpertPushPolicy(chunk_size, noise=0.15, replan_every=2, seed=seed + 3),
+        "expert_sloppy": ExpertPushPolicy(chunk_size, noise=0.18, random_prob=0.3, seed=seed + 4),
         "random": RandomPushPolicy(chunk_size, seed=seed + 5),
     }

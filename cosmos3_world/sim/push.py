@@ -53,7 +53,7 @@ TASKS: tuple[str, ...] = tuple(f"push the red block onto the {colour} target" fo
 TASK_GOALS: tuple[str, ...] = GOAL_COLOURS
 
 CONTROL_FPS = 10  # control steps (= rendered frames) per second of simulated time
-MAX_CONTROL_STEPS = 100  # default episode horizon in control steps (an expert needs ~40-80)
+MAX_CONTROL_STEPS = 40  # default episode horizon in control steps (an expert needs ~12-32)
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,8 @@ class PushConfig:
     agent_radius: float = 0.1
     block_half: float = 0.15  # half side of the square block
     goal_half: float = 0.24  # half side of a goal zone; > block half-diagonal so the block never hides a goal edge
-    max_speed: float = 0.06  # agent travel per control step
-    substeps: int = 10
+    max_speed: float = 0.15  # agent travel per control step: 4.8 px at 64 px, so one action moves it by most of a token
+    substeps: int = 25  # 0.006 of travel per substep, so contacts resolve as finely as at any speed
     contact_iters: int = 2  # contact resolutions per substep (the rotation is linearised)
     friction: float = 0.6  # Coulomb coefficient at the agent-block contact
     tolerance: float = 0.1  # success: block centre within this distance of the instructed goal centre

@@ -10,6 +10,7 @@ from pathlib import Path
 
 def _collect(args: argparse.Namespace) -> int:
     from ..sim.dataset import DEFAULT_MIX, collect
+    from ..sim.push import MAX_CONTROL_STEPS
     from .data import dataset_summary
 
     mix = dict(DEFAULT_MIX)
@@ -19,7 +20,8 @@ def _collect(args: argparse.Namespace) -> int:
             name, _, weight = item.partition("=")
             mix[name.strip()] = float(weight or 1.0)
     start = time.time()
-    collect(args.out, args.episodes, mix, seed=args.seed, chunk_size=args.chunk_size, max_steps=args.max_steps)
+    steps = args.max_steps or MAX_CONTROL_STEPS
+    collect(args.out, args.episodes, mix, seed=args.seed, chunk_size=args.chunk_size, max_steps=steps)
     s = dataset_summary([args.out])
     print(f"{s['episodes']} episodes, {s['steps']} steps, success {s['success_rate']:.0%} in "
           f"{time.time() - start:.0f} s -> {Path(args.out) / 'index.json'}")  # fmt: skip
@@ -40,7 +42,8 @@ def add_collect(sub, formatter_class=argparse.ArgumentDefaultsHelpFormatter) -> 
     c.add_argument("--mix", default=None, help="policy weights, e.g. expert=0.5,random=0.5 (unset: the default mix)")
     c.add_argument("--seed", type=int, default=0, help="seed of policy choice, start states and policy noise")
     c.add_argument("--chunk-size", type=int, default=4, help="actions per policy call")
-    c.add_argument("--max-steps", type=int, default=100, help="control steps per episode at most")
+    c.add_argument("--max-steps", type=int, default=None,
+                   help="control steps per episode at most (unset: sim.MAX_CONTROL_STEPS)")  # fmt: skip
     c.set_defaults(func=_collect)
 
 
