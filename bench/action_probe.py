@@ -5,7 +5,8 @@ cannot be known without the actions. Every `--eval-every` steps it prints the PS
 that change against the history frame) predicted in one step from pure noise, with each window's own actions and
 with another window's; the gap between the two is how much the model reads its actions.
 
-    python bench/action_probe.py --data DIR --held DIR [--features fourier|rotary|none] [--steps 1000]
+    python bench/action_probe.py --data DIR --held DIR [--features fourier|rotary|none] [--target-positions]
+        [--steps 1000]
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def main() -> None:
     p.add_argument("--held", required=True, help="a held-out episode directory")
     p.add_argument("--features", choices=("fourier", "rotary", "none"), default="fourier",
                    help="Fourier features of the targets (3 octaves), their rotary phases, or raw targets")  # fmt: skip
+    p.add_argument("--target-positions", action="store_true", help="clean action tokens sit where they point")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--windows", type=int, default=32, help="held-out windows probed")
@@ -89,7 +91,7 @@ def main() -> None:
         mode_probs=(1.0, 0.0, 0.0), motion_weight=5.0, qk_norm_init=1.7, total_steps=args.steps, warmup_steps=50,
         threads=args.threads, max_episodes=args.max_episodes,
         action_fourier_octaves=3 if args.features == "fourier" else 0,
-        action_rotary_features=args.features == "rotary",
+        action_rotary_features=args.features == "rotary", action_target_positions=args.target_positions,
     )  # fmt: skip
     trainer = Trainer(cfg)
     store = EpisodeStore(cfg.data, max_episodes=cfg.max_episodes, progress=False)

@@ -234,3 +234,23 @@ def test_action_i_sits_at_the_time_of_frame_i_plus_1_for_any_codec(models, tcf):
         default = ours.plan([GenerationSpec(prefix=prefix, vision_shape=(5, 2, 2), vision_noisy=(1,), fps=10.0,
                                             action_len=4)])  # fmt: skip
         torch.testing.assert_close(default.cos, plan.cos, atol=0, rtol=0)
+
+
+def test_placed_action_tokens_share_the_position_of_the_token_they_point_at(models):
+    """With `action_positions`, action i sits at the (row, column) it is given and at the time of frame i + 1, so its
+    rotary position equals that frame's token there (attention reaches it as a same-place copy); unplaced actions
+    keep spatial position 0, and a wrong number of positions is refused by name."""
+    ours, _ = models
+    prefix = ours.encode_prefix(list(range(1, 20)))
+    kw = dict(prefix=prefix, vision_shape=(5, 6, 6), vision_noisy=(1, 2, 3, 4), fps=10.0, action_len=4,
+              temporal_compression=1)  # fmt: skip
+    places = ((0.0, 2.0), (1.0, 1.0), (2.0, 0.0), (0.0, 0.0))  # (row, column) on the 3x3 token grid
+    plan = ours.plan([GenerationSpec(**kw, action_positions=places)])
+    frame_cos = plan.cos[plan.vision_rows].view(5, 3, 3, -1)  # [T, rows, columns, D]
+    action_cos = plan.cos[plan.action_rows]  # [4, D]
+    for i, (r, c) in enumerate(places):
+        torch.testing.assert_close(action_cos[i], frame_cos[i + 1, int(r), int(c)], atol=1e-6, rtol=0)
+    torch.testing.assert_close(ours.plan([GenerationSpec(**kw)]).cos[plan.action_rows][3], action_cos[3])  # at 0
+    assert not torch.allclose(ours.plan([GenerationSpec(**kw)]).cos[plan.action_rows][0], action_cos[0], atol=1e-3)
+    with pytest.raises(ValueError, match="action_positions holds 2 .row, column. pairs for 4 action tokens"):
+        ours.plan([GenerationSpec(**kw, action_positions=places[:2])])

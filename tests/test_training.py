@@ -53,18 +53,19 @@ def test_loss_falls_on_a_fixed_batch(tmp_path, dataset):
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
 
 
-@pytest.mark.parametrize("octaves, rotary", [(0, False), (3, False), (0, True)])
-def test_training_forward_equals_engine_inference(tmp_path, dataset, octaves, rotary):
+@pytest.mark.parametrize("octaves, rotary, placed", [(0, False, False), (3, False, False), (0, True, False),
+                                                     (3, False, True)])  # fmt: skip
+def test_training_forward_equals_engine_inference(tmp_path, dataset, octaves, rotary, placed):
     """Trained weights through the unchanged engine (one Euler step, no CFG) give exactly what the training forward
     gives at the same noise: same prompt, positions, fps, clean/noisy split, action features, in float32."""
     tr = _trainer(tmp_path / "run", dataset, bf16=False, action_fourier_octaves=octaves, action_rotary_features=rotary,
-                  model={**TINY, "action_dim": 32 if rotary else 16})  # fmt: skip
+                  action_target_positions=placed, model={**TINY, "action_dim": 32 if rotary else 16})  # fmt: skip
     sampler = WindowSampler(EpisodeStore([dataset], progress=False), chunk=4)
     for _ in range(2):  # "trained" weights
         tr.train_step(sampler)
     bundle = tr.export(tmp_path / "bundle", ema=False)
     wm = WorldModel.from_pretrained(bundle, sampler=SamplerConfig(num_steps=1, solver="euler", guidance_scale=1.0))
-    assert (wm.action_octaves, wm.action_rotary) == (octaves, rotary)  # declared by the bundle
+    assert (wm.action_octaves, wm.action_rotary, wm.action_target_positions) == (octaves, rotary, placed)  # declared
     with pytest.raises(ValueError, match="action_fourier_octaves: fourier_octaves=16 needs 33 action columns"):
         WorldModel(wm.generator, wm.codec, wm.prompts.tokenizer, defaults={"action_fourier_octaves": 16})
     with pytest.raises(ValueError, match="action_rotary_features: rotary action features need 34 action columns"):
@@ -96,6 +97,8 @@ def test_training_forward_equals_engine_inference(tmp_path, dataset, octaves, ro
         if mode == FORWARD:
             job = wm._world_job(world, a0[-4:])
             assert (job.prompt_ids, job.vision_clean, job.action_noisy) == (ids, history, window.action_noisy)
+            assert job.action_positions == tr.specs(gen, [window], [ids])[0].action_positions
+            assert (job.action_positions is not None) == placed
             res = world.step(ep.actions[start + history - 1 : start + history + 3])
         else:
             res = world.predict()
@@ -408,3 +411,16 @@ def test_rotary_action_features_put_the_attention_peak_on_the_target_token():
         assert int(logits.argmax()) == target
     with pytest.raises(ValueError, match="need 22 action columns, the model has 16"):
         rotary_action_features(torch.zeros(1, 16), 2, inv_freq, axis, grid)
+
+
+def test_action_token_positions_name_the_token_a_target_lies_in():
+    """Each clean pusht target maps to the (row, column) token coordinate it lies in (x -> column, y -> row, token
+    centres at integers); rows being generated stay at (0, 0)."""
+    from cosmos3_world.engine.embodiments import action_token_positions
+
+    actions = torch.tensor([[-0.9, -0.9], [0.3, -0.55], [0.87, 0.1], [-0.2, 0.7]] + [[0.5, 0.5]])
+    pos = action_token_positions(actions, noisy=(4,), grid=(8.0, 8.0))
+    assert pos[4] == (0.0, 0.0)
+    for (x, y), (r, c) in zip(actions[:4].tolist(), pos[:4]):
+        assert (round(r), round(c)) == (int((y + 1) / 2 * 8), int((x + 1) / 2 * 8))
+        assert abs(r - ((y + 1) * 4 - 0.5)) < 1e-6 and abs(c - ((x + 1) * 4 - 0.5)) < 1e-6

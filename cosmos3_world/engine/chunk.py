@@ -35,6 +35,7 @@ class ChunkJob:
     negative_ids: list[int]
     fps: float
     rng: torch.Generator  # the world's noise stream
+    action_positions: tuple[tuple[float, float], ...] | None = None  # GenerationSpec.action_positions
 
 
 @dataclass
@@ -143,6 +144,7 @@ def _spec(job: ChunkJob, vision: torch.Tensor, prefix, temporal_compression: int
         action_len=len(job.actions),
         action_noisy=job.action_noisy,
         domain_id=job.embodiment.domain_id,
+        action_positions=job.action_positions,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -293,6 +293,25 @@ def action_features(actions: torch.Tensor, width: int, octaves: int) -> torch.Te
     return out
 
 
+def target_token_coordinates(actions: torch.Tensor, grid: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row [T], column [T]) coordinates, in tokens, of the targets (x, y) in [-1, 1] of an `image_position`
+    embodiment's model-space actions [T, >= 2], on a grid of (rows, columns) tokens: token (i, j) covers
+    [i - 0.5, i + 0.5] x [j - 0.5, j + 0.5] around its centre, as the vision grid's spatial positions."""
+    x, y = actions[:, 0], actions[:, 1]
+    return (y + 1) / 2 * grid[0] - 0.5, (x + 1) / 2 * grid[1] - 0.5
+
+
+def action_token_positions(
+    actions: torch.Tensor, noisy: Sequence[int], grid: tuple[float, float]
+) -> tuple[tuple[float, float], ...]:
+    """Spatial positions (row, column) of the action tokens of an `image_position` embodiment: each clean action's
+    token sits on the token its target lies in (a fraction of a token apart), so attention reaches it from there
+    the way it reaches the same place in a context frame. Rows being generated (`noisy`) stay at (0, 0)."""
+    row, col = target_token_coordinates(actions.float(), grid)
+    skip = set(noisy)
+    return tuple((0.0, 0.0) if i in skip else (float(r), float(c)) for i, (r, c) in enumerate(zip(row, col)))
+
+
 def rotary_action_features(
     actions: torch.Tensor, start: int, inv_freq: torch.Tensor, axis: torch.Tensor, grid: tuple[float, float]
 ) -> torch.Tensor:
@@ -308,8 +327,7 @@ def rotary_action_features(
     need = start + 2 * s
     if need > actions.shape[1]:
         raise ValueError(f"rotary action features need {need} action columns, the model has {actions.shape[1]}.")
-    x, y = actions[:, 0], actions[:, 1]
-    row, col = (y + 1) / 2 * grid[0] - 0.5, (x + 1) / 2 * grid[1] - 0.5  # [T] token coordinates of the target
+    row, col = target_token_coordinates(actions, grid)
     coord = torch.where(axis.to(actions.device)[None] == 1, row[:, None], col[:, None])  # [T, S]
     phase = coord * inv_freq.to(actions.device, actions.dtype)[None]
     out = actions.clone()

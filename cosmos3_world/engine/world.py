@@ -34,6 +34,7 @@ from .embodiments import (
     Embodiment,
     EmbodimentRegistry,
     action_features,
+    action_token_positions,
     featurize_actions,
     prepare_actions,
     rotary_action_features,
@@ -49,6 +50,7 @@ _BUNDLE_FOLDERS = ("model_index.json", "transformer/*", "vae/*", "text_tokenizer
 BUNDLE_DEFAULTS_KEY = "_cosmos3_world"
 _DEFAULT_KEYS = (
     "tier", "embodiment", "chunk_size", "history", "sampler", "action_fourier_octaves", "action_rotary_features",
+    "action_target_positions",
 )  # fmt: skip
 _NO_TIER = object()  # "use the model's default tier" (None itself means native size)
 
@@ -167,13 +169,23 @@ class WorldModel:
         (embodiments.rotary_action_features), as the bundle was trained: its defaults' `action_rotary_features`."""
         return bool(self.defaults.get("action_rotary_features", False))
 
+    @property
+    def action_target_positions(self) -> bool:
+        """Whether the clean action tokens of `image_position` embodiments sit where their targets point
+        (embodiments.action_token_positions), as the bundle was trained: its defaults' `action_target_positions`."""
+        return bool(self.defaults.get("action_target_positions", False))
+
+    def _token_grid(self, canvas: Canvas) -> tuple[float, float]:
+        """(rows, columns) of tokens over `canvas`'s content."""
+        tokens = canvas.spatial_factor * self.generator.config.latent_patch_size  # pixels per token, per side
+        return (canvas.content_height / tokens, canvas.content_width / tokens)
+
     def featurize_actions(self, actions: torch.Tensor, embodiment: Embodiment, canvas: Canvas) -> torch.Tensor:
         """Clean model-space actions [T, D] featurised as the model was trained: Fourier features of the raw columns,
         then (rotary bundles, image-position embodiments) the target token's rotary phases on `canvas`'s content."""
         if not self.action_rotary:
             return featurize_actions(actions, embodiment, self.action_octaves)
-        tokens = canvas.spatial_factor * self.generator.config.latent_patch_size  # pixels per token, per side
-        grid = (canvas.content_height / tokens, canvas.content_width / tokens)
+        grid = self._token_grid(canvas)
         return featurize_actions(
             actions, embodiment, self.action_octaves, (*self.generator.rotary.spatial_slots(), grid)
         )
@@ -407,10 +419,13 @@ class WorldModel:
         fresh = new_actions if new_actions is not None else torch.zeros(n, d)
         actions = torch.cat([torch.stack(past) if past else torch.zeros(0, d), fresh.to(torch.float32)])
         noisy = () if new_actions is not None else tuple(range(len(past), len(past) + n))
+        positions = None
+        if self.action_target_positions and w.embodiment.image_position:
+            positions = action_token_positions(actions, noisy, self._token_grid(canvas))
         return ChunkJob(
             clip=clip, canvas=canvas, latent_frames=k + n // tf, vision_clean=k, actions=actions, action_noisy=noisy,
             embodiment=w.embodiment, prompt_ids=self._prompt_ids(w, clip_frames + n, canvas),
-            negative_ids=self._negative_ids(clip_frames + n), fps=w.fps, rng=w.rng,
+            negative_ids=self._negative_ids(clip_frames + n), fps=w.fps, rng=w.rng, action_positions=positions,
         )  # fmt: skip
 
     def _run(self, jobs: list[ChunkJob], decode: bool = True) -> list[tuple[ChunkOutput, torch.Tensor | None]]:

@@ -7,6 +7,7 @@ Built once per chunk by `build_plan`; every denoising step of the chunk reuses i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -106,7 +107,9 @@ class GenerationSpec:
     are clean conditioning). fps is the video frame rate used by fps-modulated positions (actions
     share it); temporal_compression is the codec's pixel frames per latent frame (the published Wan
     VAE's 4), so a latent frame sits at the time of its pixel frames and action i at that of frame i + 1.
-    Sound and action are optional; `domain_id` picks the action head of the embodiment.
+    Sound and action are optional; `domain_id` picks the action head of the embodiment. `action_positions`
+    places action tokens in space: (row, column) token coordinates per action token, for actions that point at
+    image positions; None keeps every action token at spatial position 0 (the published layout).
     """
 
     prefix: PrefixKV
@@ -119,6 +122,7 @@ class GenerationSpec:
     action_noisy: tuple[int, ...] = ()
     domain_id: int = 0
     temporal_compression: int = 4
+    action_positions: tuple[tuple[float, float], ...] | None = None
 
     @property
     def sound_noisy_frames(self) -> tuple[int, ...]:
@@ -203,18 +207,15 @@ def build_plan(
             rows["nso"].append(torch.full((len(ns),), b))
             cursor += spec.sound_len
         if spec.action_len:
-            seq_pos.append(
-                grid_position_ids(
-                    spec.action_len,
-                    1,
-                    1,
-                    fps=fps,
-                    temporal_compression=1,
-                    base_temporal_compression=4,
-                    start_frame_offset=1,
-                    **grid,
-                )
-            )
+            a_pos = grid_position_ids(spec.action_len, 1, 1, fps=fps, temporal_compression=1,
+                                      base_temporal_compression=4, start_frame_offset=1, **grid)  # fmt: skip
+            if spec.action_positions is not None:  # [3, A]: t as above; h, w where the actions point
+                if len(spec.action_positions) != spec.action_len:
+                    raise ValueError(f"action_positions holds {len(spec.action_positions)} (row, column) pairs "
+                                     f"for {spec.action_len} action tokens")  # fmt: skip
+                shift = 0 if cfg.unified_3d_mrope_reset_spatial_ids else math.floor(offset)  # as the vision grid's
+                a_pos[1:] = torch.tensor(spec.action_positions, dtype=torch.float32).T + shift
+            seq_pos.append(a_pos)
             rows["a"].append(torch.arange(cursor, cursor + spec.action_len))
             rows["ad"].append(torch.full((spec.action_len,), spec.domain_id))
             na = torch.tensor(sorted(spec.action_noisy), dtype=torch.long) + cursor

@@ -55,6 +55,8 @@ class TrainConfig:
     # the logged vision loss includes the weights)
     action_rotary_features: bool = False  # the target position's rotary phases in the clean actions' padding
     # (engine.embodiments.rotary_action_features): attention can then find the token an action points at
+    action_target_positions: bool = False  # clean action tokens sit where their targets point
+    # (engine.embodiments.action_token_positions), so attention reaches them from there as a same-place copy does
     self_forcing: float = 0.0  # probability that a forward / policy window's history frames are the model's own:
     # the chunk ending at its last history frame, imagined from the recorded frames before it with the bundle's
     # default sampler (as a rollout's later chunks are), so the model learns to recover from its own drift
@@ -107,6 +109,8 @@ def add_train_arguments(p: Any) -> None:
                    help="extra loss weight on tokens that move (differ from the last history frame)")  # fmt: skip
     p.add_argument("--action-rotary-features", action="store_true",
                    help="the clean actions carry their target's rotary phases (declared in the bundle)")  # fmt: skip
+    p.add_argument("--action-target-positions", action="store_true",
+                   help="clean action tokens sit where their targets point (declared in the bundle)")  # fmt: skip
     p.add_argument("--self-forcing", type=float, default=d.self_forcing,
                    help="probability of conditioning a window on the model's own imagined history frames")  # fmt: skip
     p.add_argument("--action-fourier-octaves", type=int, default=d.action_fourier_octaves,
@@ -128,5 +132,5 @@ def config_from_args(args: Any) -> TrainConfig:
         bf16=not args.no_bf16, seed=args.seed, context_noise=args.context_noise,
         motion_weight=args.motion_weight, action_fourier_octaves=args.action_fourier_octaves,
         qk_norm_init=args.qk_norm_init, self_forcing=args.self_forcing,
-        action_rotary_features=args.action_rotary_features,
+        action_rotary_features=args.action_rotary_features, action_target_positions=args.action_target_positions,
     )  # fmt: skip

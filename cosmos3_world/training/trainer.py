@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..codecs import load_codec
-from ..engine.embodiments import featurize_actions, get_embodiment, prepare_actions
+from ..engine.embodiments import action_token_positions, featurize_actions, get_embodiment, prepare_actions
 from ..engine.prompts import PromptEncoder, load_tokenizer
 from ..engine.sampler import FlowSampler, SamplerConfig, flatten, unflatten
 from ..model import Cosmos3Generator, GenerationSpec
@@ -137,16 +137,20 @@ class Trainer:
                                   cfg.action_fourier_octaves, rotary) for w in windows]  # fmt: skip
 
     def specs(self, gen: Cosmos3Generator, windows: Sequence[Window], ids: Sequence[Sequence[int]]):
-        """The GenerationSpec of each window, as the engine's `_specs` builds them for a chunk."""
+        """The GenerationSpec of each window, as the engine's `_world_job` / `_spec` build them for a chunk."""
         emb, prefixes = self.embodiment, {}
         for i in ids:
             if tuple(i) not in prefixes:
                 prefixes[tuple(i)] = self._prefix(gen, tuple(i))
+        grid = tuple(n / gen.config.latent_patch_size for n in self.latent_hw)  # tokens per side
+        place = self.config.action_target_positions and emb.image_position
         return [
             GenerationSpec(prefix=prefixes[tuple(i)], vision_shape=(len(w.frames), *self.latent_hw),
                            vision_noisy=w.vision_noisy, fps=float(emb.control_hz), action_len=len(w.actions),
                            action_noisy=w.action_noisy, domain_id=emb.domain_id,
-                           temporal_compression=self.codec.temporal_factor)
+                           temporal_compression=self.codec.temporal_factor,
+                           action_positions=action_token_positions(torch.as_tensor(w.actions), w.action_noisy, grid)
+                           if place else None)
             for w, i in zip(windows, ids)
         ]  # fmt: skip
 
@@ -441,6 +445,7 @@ def export_bundle(
         "sampler": dict(sampler or DEFAULT_SAMPLER),
         "action_fourier_octaves": config.action_fourier_octaves,
         "action_rotary_features": config.action_rotary_features,
+        "action_target_positions": config.action_target_positions,
     }
     (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     if out.exists():
@@ -512,6 +517,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         # attentive to what moves, later).
         runtime = ("data", "run_dir", "total_steps", "max_minutes", "checkpoint_minutes", "threads", "log_every")
         anew = ("context_noise", "motion_weight", "action_fourier_octaves", "self_forcing", "action_rotary_features")
+        if config.action_target_positions != saved.get("action_target_positions", False):
+            raise ValueError("action_target_positions cannot change on resume (it moves the action tokens): "
+                             "start a fresh run")  # fmt: skip
         keep = {k: v for k, v in asdict(config).items() if k in runtime or (k in anew and v > 0)}
         config = TrainConfig.from_dict({**saved, **keep})
         trainer = Trainer(config)
