@@ -4,7 +4,7 @@ On-disk format (``FORMAT_VERSION`` 1), one directory:
 
 ``index.json``::
 
-    {"format_version": 1, "image_size": 64, "chunk_size": 4, "control_fps": 10, "max_steps": 100,
+    {"format_version": 1, "image_size": 64, "chunk_size": 4, "control_fps": 10, "max_steps": 40,
      "seed": 0, "tasks": [instruction, ...], "mix": {policy: weight},
      "episodes": [{"file": "episode_000000.npz", "length": T, "success": bool, "task": int, "seed": int,
                    "policy": str}, ...]}
