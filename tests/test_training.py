@@ -196,6 +196,13 @@ def test_qk_norm_init_sets_the_generation_pathways_query_key_norms_of_a_fresh_ru
     add_train_arguments(p)
     args = p.parse_args(["--data", str(dataset), "--run-dir", str(tmp_path), "--qk-norm-init", "1.7"])
     assert config_from_args(args).qk_norm_init == 1.7
+    args = p.parse_args(["--data", str(dataset), "--history-probs", "0.6", "0.4", "--mode-probs", "0.7", "0.2", "0.1"])
+    cfg = config_from_args(args)
+    assert (cfg.history_probs, cfg.mode_probs) == ((0.6, 0.4), (0.7, 0.2, 0.1))
+    for bad, match in (({"history_probs": (1.0,)}, "history_probs must hold 2 weights"),
+                       ({"mode_probs": (1.0, -1.0, 1.0)}, "mode_probs must hold 3 weights >= 0")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            TrainConfig(data=[str(dataset)], **bad)
     tr = _trainer(tmp_path / "run", dataset, qk_norm_init=1.7)
     base = Cosmos3Generator.from_pretrained(tmp_path / "run" / "base", subfolder="transformer")
     for gen in (tr.model, base):

@@ -31,7 +31,7 @@ class TrainConfig:
     """Everything a run needs; saved with each checkpoint."""
 
     data: list[str] = field(default_factory=list)  # dataset directories (sim.dataset format)
-    run_dir: str = "/work/runs/embedded"
+    run_dir: str = "runs/world"
     model: dict[str, Any] = field(default_factory=lambda: dict(EMBEDDED_MODEL_CONFIG))
     batch_size: int = 16
     chunk_size: int = 4  # new frames (= actions) per chunk, as World.chunk_size
@@ -76,6 +76,15 @@ class TrainConfig:
     max_episodes: int | None = None
     max_minutes: float | None = None  # stop (with a checkpoint) after this much wall clock in this process
 
+    def __post_init__(self) -> None:
+        hp, mp = self.history_probs[: self.history], self.mode_probs
+        if len(hp) < self.history or min(hp) < 0 or sum(hp) <= 0:
+            raise ValueError(f"history_probs must hold {self.history} weights >= 0 (one per history length) with a "
+                             f"positive sum, got {list(self.history_probs)}")  # fmt: skip
+        if len(mp) != 3 or min(mp) < 0 or sum(mp) <= 0:
+            raise ValueError(f"mode_probs must hold 3 weights >= 0 (forward, policy, inverse) with a positive sum, "
+                             f"got {list(mp)}")  # fmt: skip
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         known = {f for f in cls.__dataclass_fields__}
@@ -99,6 +108,10 @@ def add_train_arguments(p: Any) -> None:
     p.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate")
     p.add_argument("--chunk-size", type=int, default=d.chunk_size, help="new frames (actions) per chunk")
     p.add_argument("--history", type=int, default=d.history, help="latent frames of context")
+    p.add_argument("--history-probs", type=float, nargs="+", default=list(d.history_probs),
+                   help="P(k history latent frames), k = 1 .. history (k = 1: motion only actions tell)")  # fmt: skip
+    p.add_argument("--mode-probs", type=float, nargs=3, default=list(d.mode_probs),
+                   help="weights of forward dynamics, policy mode and inverse dynamics windows")  # fmt: skip
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
     p.add_argument("--checkpoint-minutes", type=float, default=d.checkpoint_minutes, help="checkpoint + export period")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall clock")
@@ -127,7 +140,8 @@ def config_from_args(args: Any) -> TrainConfig:
     model = {**EMBEDDED_MODEL_CONFIG, **(args.model or {})}
     return TrainConfig(
         data=list(args.data), run_dir=str(args.run_dir), model=model, batch_size=args.batch_size, lr=args.lr,
-        chunk_size=args.chunk_size, history=args.history, total_steps=args.steps, threads=args.threads,
+        chunk_size=args.chunk_size, history=args.history, history_probs=tuple(args.history_probs),
+        mode_probs=tuple(args.mode_probs), total_steps=args.steps, threads=args.threads,
         checkpoint_minutes=args.checkpoint_minutes, max_minutes=args.max_minutes, max_episodes=args.max_episodes,
         bf16=not args.no_bf16, seed=args.seed, context_noise=args.context_noise,
         motion_weight=args.motion_weight, action_fourier_octaves=args.action_fourier_octaves,
