@@ -175,7 +175,7 @@ def test_context_noise_perturbs_only_the_history_of_forward_and_policy_windows(t
             torch.testing.assert_close(v0[:, :2], z[:, :2], atol=0, rtol=0)
 
 
-def test_resume_keeps_the_saved_config_but_takes_a_new_context_noise(tmp_path, dataset):
+def test_resume_keeps_the_saved_config_but_takes_a_new_context_noise_and_window_mix(tmp_path, dataset):
     from cosmos3_world.training.trainer import train
 
     cfg = TrainConfig(data=[str(dataset)], run_dir=str(tmp_path), model=dict(TINY), batch_size=2, warmup_steps=1,
@@ -184,6 +184,11 @@ def test_resume_keeps_the_saved_config_but_takes_a_new_context_noise(tmp_path, d
     changed = TrainConfig(**{**cfg.__dict__, "total_steps": 2, "lr": 1.0, "context_noise": 0.1})
     resumed = train(changed, resume=True, progress=False)
     assert resumed.step == 2 and resumed.config.lr == 3e-3 and resumed.config.context_noise == 0.1
+    mixed = train(TrainConfig(**{**changed.__dict__, "total_steps": 3, "mode_probs": (1.0, 0.0, 0.0)}), resume=True,
+                  progress=False)  # fmt: skip
+    assert mixed.step == 3 and mixed.config.mode_probs == (1.0, 0.0, 0.0)  # a window mix given anew is taken
+    again = train(TrainConfig(**{**changed.__dict__, "total_steps": 4}), resume=True, progress=False)
+    assert again.config.mode_probs == (1.0, 0.0, 0.0)  # and kept by a plain resume
 
 
 def test_qk_norm_init_sets_the_generation_pathways_query_key_norms_of_a_fresh_run(tmp_path, dataset):

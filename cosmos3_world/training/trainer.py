@@ -512,7 +512,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     if resume and (run / "checkpoint" / "trainer_state.pt").is_file():
         saved = torch.load(run / "checkpoint" / "trainer_state.pt", weights_only=False)["config"]
         # What a resume may change: where the run and its data are (a copied run directory branches off), the
-        # schedule's length, the run's time and threads, and a context noise, motion weight, self forcing,
+        # schedule's length, the run's time and threads, a window mix, and a context noise, motion weight, self forcing,
         # Fourier or rotary action features given anew (a run can start plain and be made robust to its own frames, or
         # attentive to what moves, later).
         runtime = ("data", "run_dir", "total_steps", "max_minutes", "checkpoint_minutes", "threads", "log_every")
@@ -520,7 +520,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         if config.action_target_positions != saved.get("action_target_positions", False):
             raise ValueError("action_target_positions cannot change on resume (it moves the action tokens): "
                              "start a fresh run")  # fmt: skip
-        keep = {k: v for k, v in asdict(config).items() if k in runtime or (k in anew and v > 0)}
+        mix = ("history_probs", "mode_probs")  # the window mix, given anew when not the default
+        fields = TrainConfig.__dataclass_fields__
+        keep = {k: v for k, v in asdict(config).items()
+                if k in runtime or (k in anew and v > 0) or (k in mix and v != fields[k].default)}  # fmt: skip
         config = TrainConfig.from_dict({**saved, **keep})
         trainer = Trainer(config)
         trainer.load()
