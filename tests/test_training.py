@@ -189,6 +189,8 @@ def test_resume_keeps_the_saved_config_but_takes_a_new_context_noise_and_window_
     assert mixed.step == 3 and mixed.config.mode_probs == (1.0, 0.0, 0.0)  # a window mix given anew is taken
     again = train(TrainConfig(**{**changed.__dict__, "total_steps": 4}), resume=True, progress=False)
     assert again.config.mode_probs == (1.0, 0.0, 0.0)  # and kept by a plain resume
+    with pytest.raises(ValueError, match="action_target_positions cannot be switched on by a resume"):
+        train(TrainConfig(**{**changed.__dict__, "action_target_positions": True}), resume=True, progress=False)
 
 
 def test_qk_norm_init_sets_the_generation_pathways_query_key_norms_of_a_fresh_run(tmp_path, dataset):

@@ -517,9 +517,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         # attentive to what moves, later).
         runtime = ("data", "run_dir", "total_steps", "max_minutes", "checkpoint_minutes", "threads", "log_every")
         anew = ("context_noise", "motion_weight", "action_fourier_octaves", "self_forcing", "action_rotary_features")
-        if config.action_target_positions != saved.get("action_target_positions", False):
-            raise ValueError("action_target_positions cannot change on resume (it moves the action tokens): "
-                             "start a fresh run")  # fmt: skip
+        if config.action_target_positions and not saved.get("action_target_positions", False):
+            raise ValueError("action_target_positions cannot be switched on by a resume (it moves the action "
+                             "tokens): start a fresh run")  # fmt: skip
         mix = ("history_probs", "mode_probs")  # the window mix, given anew when not the default
         fields = TrainConfig.__dataclass_fields__
         keep = {k: v for k, v in asdict(config).items()
