@@ -266,6 +266,12 @@ def prepare_actions(
     )
 
 
+def fourier_width(width: int, octaves: int) -> int:
+    """Columns a `width`-D action fills with its Fourier features (`action_features`): the raw columns, then sin and
+    cos of each at `octaves` octaves; rotary features (`rotary_action_features`) start after them."""
+    return width * (1 + 2 * octaves)
+
+
 def action_features(actions: torch.Tensor, width: int, octaves: int) -> torch.Tensor:
     """Model-space actions [T, D] whose first `width` columns hold the action -> a copy with sin, cos(2^j pi a) of
     those columns (j < octaves) in the columns after them, zeros beyond; octaves 0: `actions` itself (no copy).
@@ -276,7 +282,7 @@ def action_features(actions: torch.Tensor, width: int, octaves: int) -> torch.Te
     """
     if not _is_int(octaves) or octaves < 0:
         raise ValueError(f"fourier_octaves must be a non-negative int, got {octaves!r}.")
-    need = width * (1 + 2 * octaves)
+    need = fourier_width(width, octaves)
     if need > actions.shape[1]:
         raise ValueError(
             f"fourier_octaves={octaves} needs {need} action columns for a {width}-D action, the model has "
@@ -349,7 +355,7 @@ def featurize_actions(
     emb = get_embodiment(embodiment)
     out = action_features(actions, emb.action_dim, octaves)
     if rotary is not None and emb.image_position:
-        out = rotary_action_features(out, emb.action_dim * (1 + 2 * octaves), *rotary)
+        out = rotary_action_features(out, fourier_width(emb.action_dim, octaves), *rotary)
     return out
 
 

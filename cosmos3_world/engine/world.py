@@ -36,6 +36,7 @@ from .embodiments import (
     action_features,
     action_token_positions,
     featurize_actions,
+    fourier_width,
     prepare_actions,
     rotary_action_features,
     unnormalize_actions,
@@ -156,8 +157,8 @@ class WorldModel:
         if self.action_rotary:  # room for a 2-D position's Fourier and rotary columns
             inv_freq, axis = generator.rotary.spatial_slots()
             try:
-                rotary_action_features(torch.zeros(1, generator.config.action_dim), 2 * (1 + 2 * self.action_octaves),
-                                       inv_freq, axis, (1, 1))  # fmt: skip
+                start = fourier_width(2, self.action_octaves)
+                rotary_action_features(torch.zeros(1, generator.config.action_dim), start, inv_freq, axis, (1, 1))
             except ValueError as e:
                 raise ValueError(f"{BUNDLE_DEFAULTS_KEY}.action_rotary_features: {e}") from None
         self.progress = progress

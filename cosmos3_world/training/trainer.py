@@ -29,7 +29,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..codecs import load_codec
-from ..engine.embodiments import action_token_positions, featurize_actions, get_embodiment, prepare_actions
+from ..engine.embodiments import (
+    action_token_positions,
+    featurize_actions,
+    fourier_width,
+    get_embodiment,
+    prepare_actions,
+)
 from ..engine.prompts import PromptEncoder, load_tokenizer
 from ..engine.sampler import FlowSampler, SamplerConfig, flatten, unflatten
 from ..model import Cosmos3Generator, GenerationSpec
@@ -131,8 +137,7 @@ class Trainer:
         """Model-space actions [A, action_dim] per window, featurised as the engine's `featurize_actions` does."""
         cfg, rotary = self.config, None
         if cfg.action_rotary_features:
-            grid = tuple(n / self.model.config.latent_patch_size for n in self.latent_hw)  # tokens per side
-            rotary = (*self.model.rotary.spatial_slots(), grid)
+            rotary = (*self.model.rotary.spatial_slots(), self.token_grid)
         return [featurize_actions(prepare_actions(w.actions, self.embodiment, action_dim), self.embodiment,
                                   cfg.action_fourier_octaves, rotary) for w in windows]  # fmt: skip
 
@@ -142,16 +147,15 @@ class Trainer:
         for i in ids:
             if tuple(i) not in prefixes:
                 prefixes[tuple(i)] = self._prefix(gen, tuple(i))
-        grid = tuple(n / gen.config.latent_patch_size for n in self.latent_hw)  # tokens per side
         place = self.config.action_target_positions and emb.image_position
+        positions = [action_token_positions(torch.as_tensor(w.actions), w.action_noisy, self.token_grid) if place
+                     else None for w in windows]  # fmt: skip
         return [
             GenerationSpec(prefix=prefixes[tuple(i)], vision_shape=(len(w.frames), *self.latent_hw),
                            vision_noisy=w.vision_noisy, fps=float(emb.control_hz), action_len=len(w.actions),
                            action_noisy=w.action_noisy, domain_id=emb.domain_id,
-                           temporal_compression=self.codec.temporal_factor,
-                           action_positions=action_token_positions(torch.as_tensor(w.actions), w.action_noisy, grid)
-                           if place else None)
-            for w, i in zip(windows, ids)
+                           temporal_compression=self.codec.temporal_factor, action_positions=pos)
+            for w, i, pos in zip(windows, ids, positions)
         ]  # fmt: skip
 
     def velocity(
@@ -171,6 +175,12 @@ class Trainer:
     @property
     def latent_hw(self) -> tuple[int, int]:
         return (64 // self.codec.spatial_factor, 64 // self.codec.spatial_factor)
+
+    @property
+    def token_grid(self) -> tuple[float, float]:
+        """(rows, columns) of vision tokens per frame, as the engine's `_token_grid` of a native-size canvas."""
+        p = self.model.config.latent_patch_size
+        return (self.latent_hw[0] / p, self.latent_hw[1] / p)
 
     # ------------------------------------------------------------------ loss
     def batch_loss(
@@ -533,7 +543,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         if config.action_fourier_octaves and not old_octaves:  # new columns start out ignored: the same function
             trainer.zero_feature_columns()
         elif config.action_rotary_features and not saved.get("action_rotary_features"):
-            trainer.zero_feature_columns(trainer.embodiment.action_dim * (1 + 2 * old_octaves))
+            trainer.zero_feature_columns(fourier_width(trainer.embodiment.action_dim, old_octaves))
     else:
         trainer = Trainer(config)
     (run / "config.json").write_text(json.dumps(asdict(config), indent=1))
