@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,10 +13,12 @@ from cosmos3_world.engine import WorldModel
 from cosmos3_world.engine.embodiments import action_features, prepare_actions
 from cosmos3_world.engine.pixels import to_pixels
 from cosmos3_world.engine.sampler import SamplerConfig
+from cosmos3_world.model import Cosmos3Generator
 from cosmos3_world.policies import push_report
 from cosmos3_world.sim.dataset import collect, load_episode, load_index
 from cosmos3_world.training import FORWARD, INVERSE, POLICY, EpisodeStore, TrainConfig, Trainer, Window, WindowSampler
-from cosmos3_world.training.trainer import MOTION_THRESHOLD, bundle_defaults
+from cosmos3_world.training.config import EMBEDDED_MODEL_CONFIG
+from cosmos3_world.training.trainer import MOTION_THRESHOLD, bundle_defaults, export_bundle
 
 TINY = dict(
     hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
@@ -311,6 +315,36 @@ def test_exported_bundle_loads_and_rolls_out(tmp_path, dataset):
         res = world.step(ep.actions[4 * c : 4 * c + 4])
         assert res.frames.shape == (4, 64, 64, 3) and res.frames.dtype == np.uint8
     assert world.predict().actions.shape == (4, 2)
+
+
+def test_a_run_initialised_from_a_bundle_starts_from_its_weights_and_action_features(tmp_path, dataset):
+    """`init_from` (fine-tuning, e.g. the shipped world): the fresh run's model and EMA are the bundle's weights (a
+    bfloat16 export upcast), its model config and action features are the bundle's, the schedule starts at step 0,
+    and a setting that contradicts the bundle is refused by name."""
+    tiny = {**TINY, "action_dim": 32}
+    tr = _trainer(tmp_path / "run", dataset, bf16=True, model=tiny, action_rotary_features=True)
+    sampler = WindowSampler(EpisodeStore([dataset], progress=False), chunk=4)
+    tr.train_step(sampler)
+    tr.train_step(sampler)
+    bundle = export_bundle(tr.ema, tr.base, tmp_path / "bundle", tr.config, dtype=torch.bfloat16)
+
+    ft = _trainer(tmp_path / "ft", dataset, init_from=str(bundle), model=dict(EMBEDDED_MODEL_CONFIG))  # defaults
+    assert ft.step == 0 and ft.config.action_rotary_features and ft.config.model["action_dim"] == 32
+    want = Cosmos3Generator.from_pretrained(bundle, subfolder="transformer").float().state_dict()
+    saved = json.loads((bundle / "transformer" / "config.json").read_text())
+    assert ft.config.model == {k: saved[k] for k in {**EMBEDDED_MODEL_CONFIG, **tiny}} and saved["hidden_size"] == 64
+    for gen in (ft.model, ft.ema):
+        got = gen.state_dict()
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert ft.train_step(sampler)["loss"] > 0  # it trains
+    assert bundle_defaults(ft.export(tmp_path / "ft_bundle"))["action_rotary_features"] is True
+
+    with pytest.raises(ValueError, match="action_fourier_octaves=2 contradicts"):
+        _trainer(tmp_path / "ft2", dataset, init_from=str(bundle), model=tiny, action_fourier_octaves=2)
+    with pytest.raises(ValueError, match="model overrides .*hidden_size"):
+        _trainer(tmp_path / "ft3", dataset, init_from=str(bundle), model={**tiny, "hidden_size": 128})
+    with pytest.raises(ValueError, match="init_from must be a bundle exported by this trainer"):
+        _trainer(tmp_path / "ft4", dataset, init_from=str(tmp_path / "nowhere"))
 
 
 # The shipped embedded world (policies.push_report; bench/fidelity.py prints its full report).

@@ -69,6 +69,8 @@ class TrainConfig:
     bf16: bool = True  # bfloat16 autocast on CPU
     train_understanding: bool = False  # False: the Reasoner pathway keeps its initial weights (a fixed random text
     # encoder whose K/V still tell the instructions apart); its prefixes are then encoded once, which saves ~40%
+    init_from: str | None = None  # a bundle this trainer exported (e.g. the shipped embedded world): a fresh run
+    # starts from its transformer weights, model config and action features (`config_from_bundle`), not from noise
     seed: int = 0
     threads: int = 1  # on a 2-core machine: 2 threads alone run ~1.4x faster, but collapse ~10x next to another job
     checkpoint_minutes: float = 5.0
@@ -130,6 +132,8 @@ def add_train_arguments(p: Any) -> None:
                    help="octaves of Fourier features of the clean actions (declared in the bundle)")  # fmt: skip
     p.add_argument("--qk-norm-init", type=float, default=d.qk_norm_init,
                    help="initial weight of the generation query/key RMSNorms (a fresh run's base)")  # fmt: skip
+    p.add_argument("--init-from", default=None,
+                   help="start a fresh run from an exported bundle (e.g. the shipped embedded world)")  # fmt: skip
     p.add_argument("--no-bf16", action="store_true", help="train in float32")
     p.add_argument("--seed", type=int, default=d.seed, help="init, batch and noise seed")
     p.add_argument("--model", type=json.loads, default=None, help="generator config overrides as JSON")
@@ -147,4 +151,5 @@ def config_from_args(args: Any) -> TrainConfig:
         motion_weight=args.motion_weight, action_fourier_octaves=args.action_fourier_octaves,
         qk_norm_init=args.qk_norm_init, self_forcing=args.self_forcing,
         action_rotary_features=args.action_rotary_features, action_target_positions=args.action_target_positions,
+        init_from=args.init_from,
     )  # fmt: skip

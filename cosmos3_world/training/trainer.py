@@ -39,7 +39,15 @@ from ..engine.embodiments import (
 from ..engine.prompts import PromptEncoder, load_tokenizer
 from ..engine.sampler import FlowSampler, SamplerConfig, flatten, unflatten
 from ..model import Cosmos3Generator, GenerationSpec
-from .config import DEFAULT_SAMPLER, DEFAULTS_KEY, EMBODIMENT, TrainConfig, add_train_arguments, config_from_args
+from .config import (
+    DEFAULT_SAMPLER,
+    DEFAULTS_KEY,
+    EMBEDDED_MODEL_CONFIG,
+    EMBODIMENT,
+    TrainConfig,
+    add_train_arguments,
+    config_from_args,
+)
 from .data import FORWARD, INVERSE, MODES, EpisodeStore, Window, WindowSampler
 
 # A latent (= pixel in [-1, 1], space-to-depth codec) counts as moved when it changes by more than this (~13 levels).
@@ -83,7 +91,11 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir)
         base = self.run_dir / "base"
         if not (base / "model_index.json").is_file():
-            write_base_bundle(base, cfg.model, seed=cfg.seed, qk_norm_init=cfg.qk_norm_init)
+            if cfg.init_from:
+                self.config = cfg = config_from_bundle(cfg)
+                shutil.copytree(cfg.init_from, base, dirs_exist_ok=True)
+            else:
+                write_base_bundle(base, cfg.model, seed=cfg.seed, qk_norm_init=cfg.qk_norm_init)
         self.base = base
         self.model = (
             Cosmos3Generator.from_pretrained(base, subfolder="transformer").float().train().requires_grad_(True)
@@ -480,6 +492,36 @@ def bundle_defaults(bundle: str | Path) -> dict[str, Any]:
     """The rollout defaults a bundle declares in model_index.json (empty if none)."""
     index = json.loads((Path(bundle) / "model_index.json").read_text())
     return dict(index.get(DEFAULTS_KEY, {}))
+
+
+# What a bundle's weights fix: how they read the actions, and the chunk layout they were trained on.
+_BUNDLE_FIXED = ("action_fourier_octaves", "action_rotary_features", "action_target_positions", "chunk_size", "history")
+
+
+def config_from_bundle(config: TrainConfig) -> TrainConfig:
+    """`config` with the model config and action features of the bundle at `config.init_from` (a bundle this trainer
+    exported), so that fine-tuning reads its inputs as the weights were trained to. A setting given that contradicts
+    the bundle is an error (a default is taken from the bundle)."""
+    bundle = Path(config.init_from or "")
+    defaults = bundle_defaults(bundle) if (bundle / "model_index.json").is_file() else {}
+    if defaults.get("embodiment") != EMBODIMENT:
+        raise ValueError(f"init_from must be a bundle exported by this trainer (model_index.json declaring "
+                         f"embodiment {EMBODIMENT!r}), got {str(bundle)!r}")  # fmt: skip
+    fields, given, out = TrainConfig.__dataclass_fields__, asdict(config), {}
+    for key in _BUNDLE_FIXED:
+        value, default = given[key], fields[key].default
+        if value != default and value != defaults.get(key, default):
+            raise ValueError(f"{key}={value!r} contradicts the bundle at {str(bundle)!r} ({defaults.get(key)!r}): "
+                             f"its weights were trained that way; leave {key} unset")  # fmt: skip
+        out[key] = defaults.get(key, default)
+    saved = json.loads((bundle / "transformer" / "config.json").read_text())
+    model = {k: saved[k] for k in {**EMBEDDED_MODEL_CONFIG, **config.model} if k in saved}
+    if config.model != EMBEDDED_MODEL_CONFIG:
+        clash = {k: v for k, v in config.model.items() if k in model and model[k] != v}
+        if clash:
+            raise ValueError(f"model overrides {clash} contradict the bundle at {str(bundle)!r} "
+                             f"({ {k: model[k] for k in clash} }): leave model unset to fine-tune it")  # fmt: skip
+    return TrainConfig.from_dict({**given, **out, "model": model})
 
 
 # ---------------------------------------------------------------------------------------------
