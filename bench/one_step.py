@@ -5,11 +5,14 @@ For forward-dynamics windows (2 history frames, 4 new frames) it prints the PSNR
 true frames, over all latents, over the latents that move (differ from the last history frame by more than the
 motion weight's threshold; the weight itself marks their whole tokens) and over the static rest, next to
 copy-last-frame and to the same prediction with another window's actions (does the model read the actions?).
+The static rest is split into latents near what moves (within 2 tokens: blur from not knowing where it goes) and
+far from it (an imprecise copy). `--draws K` averages x0_hat over K noise draws: at sigma = 1 the noise carries no
+information, so what averaging removes is noise the velocity failed to pass through, and what stays is systematic.
 With `--attention` it also prints where the new frames' vision tokens attend, per layer: the same place in the last
 history frame (a copy), its 3x3 neighbourhood, the last and first history frames, the new frames, the actions and the
 prompt (the mass per query, the best head and the mean over heads), and how many heads copy.
 
-    python bench/one_step.py --run-dir runs/world [--raw] [--windows 16] [--attention]
+    python bench/one_step.py --run-dir runs/world [--raw] [--windows 16] [--draws 1] [--attention]
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 import cosmos3_world.model.plan as plan
 from cosmos3_world.policies.push_report import HELD_OUT_SEED, record
@@ -47,6 +51,7 @@ def main() -> None:
     p.add_argument("--run-dir", required=True, help="a training run directory (with checkpoint/)")
     p.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
     p.add_argument("--windows", type=int, default=16, help="held-out windows")
+    p.add_argument("--draws", type=int, default=1, help="noise draws x0_hat is averaged over")
     p.add_argument("--attention", action="store_true", help="also print where the new frames attend, per layer")
     args = p.parse_args()
     run = Path(args.run_dir)
@@ -61,28 +66,44 @@ def main() -> None:
     x0 = tr.encode_frames([w.frames for w in wins])  # [C, 6, h, w] each
     ids = [tr.prompt_ids(w.instruction, len(w.frames)) for w in wins]
     acts = tr.clean_actions(wins, gen.config.action_dim)
-    noise = [torch.randn(z.shape, generator=torch.Generator().manual_seed(i)) for i, z in enumerate(x0)]
-    vision = [torch.cat([z[:, :2], n[:, 2:]], dim=1) for z, n in zip(x0, noise)]  # history clean, new frames noise
+    if args.draws < 1:
+        raise SystemExit(f"--draws must be >= 1, got {args.draws}")
+
+    def noised(draw: int) -> list[torch.Tensor]:  # history clean, new frames noise
+        gens = [torch.Generator().manual_seed(i + 1000 * draw) for i in range(len(x0))]
+        return [torch.cat([z[:, :2], torch.randn(z.shape, generator=g)[:, 2:]], dim=1) for z, g in zip(x0, gens)]
+
+    vision = noised(0)
 
     def predict(actions: list[torch.Tensor]) -> list[torch.Tensor]:
-        with torch.no_grad():
-            out = tr.velocity(gen, wins, ids, vision, actions, torch.full((len(wins),), 1000.0))
-        return [(v[:, 2:] - out.sample[i][:, 2:].float()).clamp(-1, 1) for i, v in enumerate(vision)]
+        total = [torch.zeros_like(z[:, 2:]) for z in x0]
+        for draw in range(args.draws):
+            inputs = vision if draw == 0 else noised(draw)
+            with torch.no_grad():
+                out = tr.velocity(gen, wins, ids, inputs, actions, torch.full((len(wins),), 1000.0))
+            total = [t + v[:, 2:] - out.sample[i][:, 2:].float() for i, (t, v) in enumerate(zip(total, inputs))]
+        return [(t / args.draws).clamp(-1, 1) for t in total]
 
     model, rolled = predict(acts), predict(acts[1:] + acts[:1])
     true = [z[:, 2:] for z in x0]
     copy = [z[:, 1:2].expand_as(t) for z, t in zip(x0, true)]
     moved = [((t - c).abs().amax(0, keepdim=True) > MOTION_THRESHOLD).expand_as(t) for t, c in zip(true, copy)]
     static = [~m for m in moved]
+    # near: static latents within 2 tokens (4 latents at 2x2 patches) of a latent that moves in any new frame
+    near = [F.max_pool2d(m[:1].any(1).float()[None], 9, stride=1, padding=4)[0, 0].bool().expand_as(m) & ~m
+            for m in moved]  # fmt: skip
+    far = [s & ~n for s, n in zip(static, near)]
 
     def mse(pred: list[torch.Tensor], where: list[torch.Tensor] | None = None) -> float:
         if where is None:
             return float(np.mean([float((x - t).pow(2).mean()) for x, t in zip(pred, true)]))
         return float(np.mean([float((x - t)[m].pow(2).mean()) for x, t, m in zip(pred, true, where)]))
 
-    print(f"{run.name} {'raw' if args.raw else 'ema'} step {tr.step}, {len(wins)} held-out windows, sigma = 1:")
+    print(f"{run.name} {'raw' if args.raw else 'ema'} step {tr.step}, {len(wins)} held-out windows, sigma = 1, "
+          f"x0_hat over {args.draws} noise draw(s):")  # fmt: skip
     print("  PSNR (dB)      model   copy-last   other actions")
-    for name, where in (("all latents", None), ("moving", moved), ("static", static)):
+    rows = (("all latents", None), ("moving", moved), ("static", static), ("  near motion", near), ("  far", far))
+    for name, where in rows:
         print(f"  {name:12s} {db(mse(model, where)):7.2f} {db(mse(copy, where)):11.2f} {db(mse(rolled, where)):15.2f}")
     change = np.mean([float((a - b).abs().mean()) for a, b in zip(model, rolled)])
     print(f"  mean |x0_hat(actions) - x0_hat(other actions)| = {change:.4f}")
