@@ -348,7 +348,8 @@ def test_a_run_initialised_from_a_bundle_starts_from_its_weights_and_action_feat
 
 
 # The shipped embedded world (policies.push_report; bench/fidelity.py prints its full report).
-SHIPPED_MARGIN_DB = 1.0  # mean PSNR over chunks 2-3 of 4 held-out episodes, model minus copy-last-frame
+SHIPPED_MARGIN_DB = 1.0  # mean PSNR over chunks 2-3 of 8 held-out episodes, model minus copy-last-frame (4 were
+# too few: embedded17 gained +0.39 dB on the first 4 and lost 0.27 dB on 8)
 
 
 @pytest.fixture(scope="module")
@@ -389,7 +390,7 @@ def test_shipped_embedded_world_is_a_small_offline_bundle_and_the_default(shippe
 
 def test_shipped_embedded_world_beats_copy_last_frame(shipped):
     wm = WorldModel.from_pretrained(shipped)
-    recs = push_report.record([push_report.HELD_OUT_SEED + i for i in range(4)], chunks=3)
+    recs = push_report.record([push_report.HELD_OUT_SEED + i for i in range(8)], chunks=3)
     model = push_report.imagine(wm, recs, [r.actions for r in recs])  # [N, 12, H, W, 3]
     true = np.stack([r.frames[1:] for r in recs])
     copy = np.repeat(np.stack([r.frames[:1] for r in recs]), true.shape[1], axis=1)
