@@ -343,6 +343,8 @@ def test_a_run_initialised_from_a_bundle_starts_from_its_weights_and_action_feat
         _trainer(tmp_path / "ft2", dataset, init_from=str(bundle), model=tiny, action_fourier_octaves=2)
     with pytest.raises(ValueError, match="model overrides .*hidden_size"):
         _trainer(tmp_path / "ft3", dataset, init_from=str(bundle), model={**tiny, "hidden_size": 128})
+    with pytest.raises(ValueError, match="qk_norm_init sets a fresh run's initial norms"):
+        _trainer(tmp_path / "ft5", dataset, init_from=str(bundle), model=tiny, qk_norm_init=1.7)
     with pytest.raises(ValueError, match="init_from must be a bundle exported by this trainer"):
         _trainer(tmp_path / "ft4", dataset, init_from=str(tmp_path / "nowhere"))
 

@@ -508,6 +508,8 @@ def config_from_bundle(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"init_from must be a bundle exported by this trainer (model_index.json declaring "
                          f"embodiment {EMBODIMENT!r}), got {str(bundle)!r}")  # fmt: skip
     fields, given, out = TrainConfig.__dataclass_fields__, asdict(config), {}
+    if config.qk_norm_init != fields["qk_norm_init"].default:
+        raise ValueError("qk_norm_init sets a fresh run's initial norms; with init_from the bundle's are kept")
     for key in _BUNDLE_FIXED:
         value, default = given[key], fields[key].default
         if value != default and value != defaults.get(key, default):
