@@ -18,7 +18,7 @@ from cosmos3_world.policies import push_report
 from cosmos3_world.sim.dataset import collect, load_episode, load_index
 from cosmos3_world.training import FORWARD, INVERSE, POLICY, EpisodeStore, TrainConfig, Trainer, Window, WindowSampler
 from cosmos3_world.training.config import EMBEDDED_MODEL_CONFIG
-from cosmos3_world.training.trainer import MOTION_THRESHOLD, bundle_defaults, export_bundle
+from cosmos3_world.training.trainer import MOTION_THRESHOLD, bundle_defaults, export_bundle, train
 
 TINY = dict(
     hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
@@ -338,6 +338,10 @@ def test_a_run_initialised_from_a_bundle_starts_from_its_weights_and_action_feat
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     assert ft.train_step(sampler)["loss"] > 0  # it trains
     assert bundle_defaults(ft.export(tmp_path / "ft_bundle"))["action_rotary_features"] is True
+    run = train(TrainConfig(data=[str(dataset)], run_dir=str(tmp_path / "ft_run"), batch_size=4, warmup_steps=1,
+                            total_steps=1, threads=1, init_from=str(bundle)), progress=False)  # fmt: skip
+    written = json.loads((tmp_path / "ft_run" / "config.json").read_text())  # what bench probes rebuild a run from
+    assert run.step == 1 and written["action_rotary_features"] and written["model"] == ft.config.model
 
     with pytest.raises(ValueError, match="action_fourier_octaves=2 contradicts"):
         _trainer(tmp_path / "ft2", dataset, init_from=str(bundle), model=tiny, action_fourier_octaves=2)

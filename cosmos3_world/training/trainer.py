@@ -590,6 +590,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
             trainer.zero_feature_columns(fourier_width(trainer.embodiment.action_dim, old_octaves))
     else:
         trainer = Trainer(config)
+        config = trainer.config  # with init_from: the bundle's model config and action features
     (run / "config.json").write_text(json.dumps(asdict(config), indent=1))
     store = EpisodeStore(config.data, max_episodes=config.max_episodes, progress=progress)
     sampler = WindowSampler(store, chunk=config.chunk_size, history_probs=config.history_probs[: config.history],
