@@ -57,6 +57,24 @@ def test_loss_falls_on_a_fixed_batch(tmp_path, dataset):
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
 
 
+def test_sampler_sigmas_train_only_the_noise_levels_the_default_sampler_evaluates(tmp_path, dataset):
+    from cosmos3_world.engine.sampler import FlowSampler, SamplerConfig
+    from cosmos3_world.training import DEFAULT_SAMPLER
+
+    tr = _trainer(tmp_path, dataset, train_sigmas="sampler")
+    seen: list[float] = []
+    velocity = tr.velocity
+    tr.velocity = lambda *a: seen.extend(a[5].tolist()) or velocity(*a)  # timesteps [B], as the generator gets them
+    windows = WindowSampler(EpisodeStore([dataset], progress=False), chunk=4).sample(np.random.default_rng(0), 4)
+    for k in range(4):
+        tr.batch_loss(windows, torch.Generator().manual_seed(k), np.random.default_rng(k))
+    sched_cfg = json.loads((tmp_path / "base" / "scheduler" / "scheduler_config.json").read_text())
+    walked = FlowSampler(sched_cfg, SamplerConfig(**DEFAULT_SAMPLER)).make_scheduler().timesteps.tolist()
+    assert len(walked) == DEFAULT_SAMPLER["num_steps"] and sorted(set(np.round(seen, 2))) == sorted(np.round(walked, 2))
+    with pytest.raises(ValueError, match="train_sigmas must be one of"):
+        TrainConfig(train_sigmas="uniform")
+
+
 @pytest.mark.parametrize("octaves, rotary, placed", [(0, False, False), (3, False, False), (0, True, False),
                                                      (3, False, True)])  # fmt: skip
 def test_training_forward_equals_engine_inference(tmp_path, dataset, octaves, rotary, placed):

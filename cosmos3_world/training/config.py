@@ -22,6 +22,7 @@ EMBEDDED_MODEL_CONFIG: dict[str, Any] = dict(
 )  # fmt: skip
 
 EMBODIMENT = "pusht"
+TRAIN_SIGMAS = ("logit_normal", "sampler")  # how a training window's noise level is drawn (TrainConfig.train_sigmas)
 # The model_index.json entry holding a bundle's rollout defaults (read by the engine: world.BUNDLE_DEFAULTS_KEY).
 DEFAULTS_KEY = "_cosmos3_world"
 
@@ -47,6 +48,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.995
     sigma_shift: float = 3.0  # sigma = shift u / (1 + (shift - 1) u), u logit-normal: weights the noisy end
+    train_sigmas: str = "logit_normal"  # "sampler": each window's sigma is one of the sigmas the bundle's default
+    # sampler evaluates (2 Euler steps: 1.0 and 0.834), so a few-step world spends all its training where it is used
     action_weight: float = 1.0
     context_noise: float = 0.0  # max std of Gaussian noise added to the clean history frames (forward / policy
     # windows, std ~ U(0, context_noise) per window): later chunks condition on the model's own imperfect frames
@@ -83,6 +86,8 @@ class TrainConfig:
         if len(hp) < self.history or min(hp) < 0 or sum(hp) <= 0:
             raise ValueError(f"history_probs must hold {self.history} weights >= 0 (one per history length) with a "
                              f"positive sum, got {list(self.history_probs)}")  # fmt: skip
+        if self.train_sigmas not in TRAIN_SIGMAS:
+            raise ValueError(f"train_sigmas must be one of {TRAIN_SIGMAS}, got {self.train_sigmas!r}")
         if len(mp) != 3 or min(mp) < 0 or sum(mp) <= 0:
             raise ValueError(f"mode_probs must hold 3 weights >= 0 (forward, policy, inverse) with a positive sum, "
                              f"got {list(mp)}")  # fmt: skip
@@ -134,6 +139,8 @@ def add_train_arguments(p: Any) -> None:
                    help="initial weight of the generation query/key RMSNorms (a fresh run's base)")  # fmt: skip
     p.add_argument("--init-from", default=None,
                    help="start a fresh run from an exported bundle (e.g. the shipped embedded world)")  # fmt: skip
+    p.add_argument("--train-sigmas", choices=TRAIN_SIGMAS, default=d.train_sigmas,
+                   help="noise levels trained: logit-normal, or only those the default sampler evaluates")  # fmt: skip
     p.add_argument("--no-bf16", action="store_true", help="train in float32")
     p.add_argument("--seed", type=int, default=d.seed, help="init, batch and noise seed")
     p.add_argument("--model", type=json.loads, default=None, help="generator config overrides as JSON")
@@ -151,5 +158,5 @@ def config_from_args(args: Any) -> TrainConfig:
         motion_weight=args.motion_weight, action_fourier_octaves=args.action_fourier_octaves,
         qk_norm_init=args.qk_norm_init, self_forcing=args.self_forcing,
         action_rotary_features=args.action_rotary_features, action_target_positions=args.action_target_positions,
-        init_from=args.init_from,
+        init_from=args.init_from, train_sigmas=args.train_sigmas,
     )  # fmt: skip

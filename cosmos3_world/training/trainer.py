@@ -114,6 +114,9 @@ class Trainer:
             weight_decay=cfg.weight_decay,
         )
         self._scheduler_config = json.loads((base / "scheduler" / "scheduler_config.json").read_text())
+        # The sigmas a rollout with the exported default sampler evaluates the velocity at, e.g. [1.0, 0.834].
+        sched = FlowSampler(self._scheduler_config, SamplerConfig(**DEFAULT_SAMPLER)).make_scheduler()
+        self.sampler_sigmas = sched.sigmas[:-1].float()
         self.step = 0
         self._prompt_cache: dict[tuple[str, int], list[int]] = {}
         self._frozen_prefixes: dict[tuple[int, ...], Any] = {}
@@ -210,8 +213,10 @@ class Trainer:
         b = len(windows)
         x0 = self.encode_frames([w.frames for w in windows])
         cond, imagined = self.conditioning(gen, windows, x0, store, rng, g)
-        u = torch.sigmoid(torch.randn(b, generator=g))
-        sigma = _shifted_sigmas(u, cfg.sigma_shift)  # [B]
+        if cfg.train_sigmas == "sampler":  # [B] drawn from the default sampler's own evaluation sigmas
+            sigma = self.sampler_sigmas[torch.randint(len(self.sampler_sigmas), (b,), generator=g)]
+        else:
+            sigma = _shifted_sigmas(torch.sigmoid(torch.randn(b, generator=g)), cfg.sigma_shift)  # [B]
         drop = rng.random(b) < cfg.uncond_prob
         a0 = self.clean_actions(windows, d)
         vision, actions, targets = [], [], []
