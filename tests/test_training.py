@@ -12,12 +12,12 @@ import torch
 from cosmos3_world.engine import WorldModel
 from cosmos3_world.engine.embodiments import action_features, prepare_actions
 from cosmos3_world.engine.pixels import to_pixels
-from cosmos3_world.engine.sampler import SamplerConfig
+from cosmos3_world.engine.sampler import FlowSampler, SamplerConfig
 from cosmos3_world.model import Cosmos3Generator
 from cosmos3_world.policies import push_report
 from cosmos3_world.sim.dataset import collect, load_episode, load_index
 from cosmos3_world.training import FORWARD, INVERSE, POLICY, EpisodeStore, TrainConfig, Trainer, Window, WindowSampler
-from cosmos3_world.training.config import EMBEDDED_MODEL_CONFIG
+from cosmos3_world.training.config import DEFAULT_SAMPLER, EMBEDDED_MODEL_CONFIG
 from cosmos3_world.training.trainer import MOTION_THRESHOLD, bundle_defaults, export_bundle, train
 
 TINY = dict(
@@ -58,13 +58,15 @@ def test_loss_falls_on_a_fixed_batch(tmp_path, dataset):
 
 
 def test_sampler_sigmas_train_only_the_noise_levels_the_default_sampler_evaluates(tmp_path, dataset):
-    from cosmos3_world.engine.sampler import FlowSampler, SamplerConfig
-    from cosmos3_world.training import DEFAULT_SAMPLER
-
     tr = _trainer(tmp_path, dataset, train_sigmas="sampler")
-    seen: list[float] = []
+    seen: list[float] = []  # the timesteps [B] each batch's velocity call gets, as the generator sees them
     velocity = tr.velocity
-    tr.velocity = lambda *a: seen.extend(a[5].tolist()) or velocity(*a)  # timesteps [B], as the generator gets them
+
+    def recording_velocity(gen, windows, ids, vision, actions, timesteps):
+        seen.extend(timesteps.tolist())
+        return velocity(gen, windows, ids, vision, actions, timesteps)
+
+    tr.velocity = recording_velocity
     windows = WindowSampler(EpisodeStore([dataset], progress=False), chunk=4).sample(np.random.default_rng(0), 4)
     for k in range(4):
         tr.batch_loss(windows, torch.Generator().manual_seed(k), np.random.default_rng(k))
