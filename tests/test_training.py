@@ -75,6 +75,9 @@ def test_sampler_sigmas_train_only_the_noise_levels_the_default_sampler_evaluate
     assert len(walked) == DEFAULT_SAMPLER["num_steps"] and sorted(set(np.round(seen, 2))) == sorted(np.round(walked, 2))
     with pytest.raises(ValueError, match="train_sigmas must be one of"):
         TrainConfig(train_sigmas="uniform")
+    with pytest.raises(ValueError, match="the only sampler a train_sigmas='sampler' run was trained for"):
+        tr.export(tmp_path / "bundle", sampler={**DEFAULT_SAMPLER, "num_steps": 4})
+    assert bundle_defaults(tr.export(tmp_path / "bundle"))["sampler"] == DEFAULT_SAMPLER
 
 
 @pytest.mark.parametrize("octaves, rotary, placed", [(0, False, False), (3, False, False), (0, True, False),

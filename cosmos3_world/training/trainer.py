@@ -456,6 +456,9 @@ def export_bundle(
     dtype: torch.dtype = torch.float32,
 ) -> Path:
     """Copy `base`'s codec, tokenizer and scheduler, save `model` as transformer/, declare the defaults."""
+    if config.train_sigmas == "sampler" and sampler is not None and dict(sampler) != DEFAULT_SAMPLER:
+        raise ValueError(f"sampler {dict(sampler)} is not {DEFAULT_SAMPLER}, the only sampler a "
+                         f"train_sigmas='sampler' run was trained for")  # fmt: skip
     base, out = Path(base), Path(directory)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
