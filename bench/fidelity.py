@@ -182,7 +182,7 @@ def main() -> None:
             s = sim_success(policy, pseeds, args.horizon)
             w = world_success(wm, policy, pseeds, args.horizon)
             success[name] = {"sim": s, "world": w}
-            print(f"  {name:18s} sim {s:5.0%}   world {w:5.0%}")
+            tqdm.write(f"  {name:18s} sim {s:5.0%}   world {w:5.0%}")  # above the bar, not inside it
         sx, wx = [v["sim"] for v in success.values()], [v["world"] for v in success.values()]
         results["policy_success"] = success
         results["pearson"], results["spearman"] = pearson(sx, wx), spearman(sx, wx)
