@@ -80,6 +80,24 @@ def test_sampler_sigmas_train_only_the_noise_levels_the_default_sampler_evaluate
     assert bundle_defaults(tr.export(tmp_path / "bundle"))["sampler"] == DEFAULT_SAMPLER
 
 
+def test_policy_windows_come_from_successful_episodes_and_the_others_from_all(dataset):
+    store = EpisodeStore([dataset], progress=False)
+    index = load_index(dataset)["episodes"]
+    assert store.success.tolist() == [e["success"] for e in index] and 0 < store.success.sum() < len(store)
+    rng = np.random.default_rng(0)
+    policy = WindowSampler(store, chunk=4, mode_probs=(0, 1, 0), policy_from_success=True).sample(rng, 64)
+    assert {w.episode for w in policy} <= set(np.flatnonzero(store.success))  # demonstrations that reach the goal
+    forward = WindowSampler(store, chunk=4, mode_probs=(1, 0, 0), policy_from_success=True).sample(rng, 64)
+    assert {w.episode for w in forward} - set(np.flatnonzero(store.success))  # dynamics learn from failures too
+    mixed = WindowSampler(store, chunk=4, mode_probs=(0, 1, 0)).sample(rng, 64)
+    assert {w.episode for w in mixed} - set(np.flatnonzero(store.success))  # policy_from_success=False: all
+    store.success[:] = False
+    with pytest.raises(ValueError, match="no successful episode.*--policy-data all"):
+        WindowSampler(store, chunk=4, policy_from_success=True)
+    with pytest.raises(ValueError, match="policy_data must be one of"):
+        TrainConfig(policy_data="expert")
+
+
 @pytest.mark.parametrize("octaves, rotary, placed", [(0, False, False), (3, False, False), (0, True, False),
                                                      (3, False, True)])  # fmt: skip
 def test_training_forward_equals_engine_inference(tmp_path, dataset, octaves, rotary, placed):

@@ -22,6 +22,7 @@ EMBEDDED_MODEL_CONFIG: dict[str, Any] = dict(
 )  # fmt: skip
 
 EMBODIMENT = "pusht"
+POLICY_DATA = ("success", "all")  # the episodes policy-mode windows are drawn from (TrainConfig.policy_data)
 TRAIN_SIGMAS = ("logit_normal", "sampler")  # how a training window's noise level is drawn (TrainConfig.train_sigmas)
 # The model_index.json entry holding a bundle's rollout defaults (read by the engine: world.BUNDLE_DEFAULTS_KEY).
 DEFAULTS_KEY = "_cosmos3_world"
@@ -39,6 +40,8 @@ class TrainConfig:
     history: int = 2  # latent frames of context, as World.history
     history_probs: tuple[float, ...] = (0.3, 0.7)  # P(k history latent frames), k = 1 .. history
     mode_probs: tuple[float, float, float] = (0.5, 0.25, 0.25)  # forward, policy, inverse
+    policy_data: str = "success"  # episodes policy-mode windows come from: "success" (behaviour cloning of the
+    # demonstrations that reach the goal) or "all" (random and wrong-goal policies too)
     uncond_prob: float = 0.15  # instruction replaced by the negative prompt (for classifier-free guidance)
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
@@ -86,6 +89,8 @@ class TrainConfig:
         if len(hp) < self.history or min(hp) < 0 or sum(hp) <= 0:
             raise ValueError(f"history_probs must hold {self.history} weights >= 0 (one per history length) with a "
                              f"positive sum, got {list(self.history_probs)}")  # fmt: skip
+        if self.policy_data not in POLICY_DATA:
+            raise ValueError(f"policy_data must be one of {POLICY_DATA}, got {self.policy_data!r}")
         if self.train_sigmas not in TRAIN_SIGMAS:
             raise ValueError(f"train_sigmas must be one of {TRAIN_SIGMAS}, got {self.train_sigmas!r}")
         if len(mp) != 3 or min(mp) < 0 or sum(mp) <= 0:
@@ -119,6 +124,8 @@ def add_train_arguments(p: Any) -> None:
                    help="P(k history latent frames), k = 1 .. history (k = 1: motion only actions tell)")  # fmt: skip
     p.add_argument("--mode-probs", type=float, nargs=3, default=list(d.mode_probs),
                    help="weights of forward dynamics, policy mode and inverse dynamics windows")  # fmt: skip
+    p.add_argument("--policy-data", choices=POLICY_DATA, default=d.policy_data,
+                   help="episodes policy-mode windows come from: successful ones, or all")  # fmt: skip
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
     p.add_argument("--checkpoint-minutes", type=float, default=d.checkpoint_minutes, help="checkpoint + export period")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall clock")
@@ -152,7 +159,7 @@ def config_from_args(args: Any) -> TrainConfig:
     return TrainConfig(
         data=list(args.data), run_dir=str(args.run_dir), model=model, batch_size=args.batch_size, lr=args.lr,
         chunk_size=args.chunk_size, history=args.history, history_probs=tuple(args.history_probs),
-        mode_probs=tuple(args.mode_probs), total_steps=args.steps, threads=args.threads,
+        mode_probs=tuple(args.mode_probs), policy_data=args.policy_data, total_steps=args.steps, threads=args.threads,
         checkpoint_minutes=args.checkpoint_minutes, max_minutes=args.max_minutes, max_episodes=args.max_episodes,
         bf16=not args.no_bf16, seed=args.seed, context_noise=args.context_noise,
         motion_weight=args.motion_weight, action_fourier_octaves=args.action_fourier_octaves,

@@ -56,21 +56,22 @@ class EpisodeStore:
     """Every episode of one or more dataset directories in memory: frames concatenated, with per-episode offsets."""
 
     def __init__(self, directories: Sequence[str | Path], max_episodes: int | None = None, progress: bool = True):
-        frames, actions, starts, lengths, instructions = [], [], [], [], []
+        frames, actions, starts, lengths, instructions, success = [], [], [], [], [], []
         self.seeds: set[int] = set()
         files = []
         for d in directories:
             meta = load_index(d)
-            files += [(Path(d) / e["file"], e["seed"]) for e in meta["episodes"]]
+            files += [(Path(d) / e["file"], e["seed"], e["success"]) for e in meta["episodes"]]
         files = files[:max_episodes]
         cursor = 0
-        for path, seed in tqdm(files, desc="load episodes", disable=not progress):
+        for path, seed, ok in tqdm(files, desc="load episodes", disable=not progress):
             ep = load_episode(path)
             frames.append(ep.frames)
             actions.append(np.concatenate([ep.actions, np.zeros((1, 2), np.float32)]))  # pad: one row per frame
             starts.append(cursor)
             lengths.append(len(ep.actions))
             instructions.append(ep.instruction)
+            success.append(bool(ok))
             self.seeds.add(int(seed))
             cursor += len(ep.frames)
         if not files:
@@ -80,6 +81,7 @@ class EpisodeStore:
         self.starts = np.asarray(starts)
         self.lengths = np.asarray(lengths)  # actions per episode (T)
         self.instructions = instructions
+        self.success = np.asarray(success)  # [episodes] bool: the block reached the instructed goal
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -106,7 +108,9 @@ class WindowSampler:
 
     history_probs[k - 1] is the probability of k history latent frames (the engine's first chunk after a reset has
     one, later chunks `history`); mode_probs weights FORWARD, POLICY, INVERSE. Windows that start at frame 0 are
-    drawn with extra probability `start_prob`, since every rollout begins there.
+    drawn with extra probability `start_prob`, since every rollout begins there. With `policy_from_success`,
+    policy-mode windows come only from successful episodes (behaviour cloning learns from demonstrations that reach
+    the goal; the dynamics modes learn from every policy, the failures included).
     """
 
     store: EpisodeStore
@@ -114,6 +118,14 @@ class WindowSampler:
     history_probs: tuple[float, ...] = (0.3, 0.7)
     mode_probs: tuple[float, float, float] = (0.5, 0.25, 0.25)
     start_prob: float = 0.1
+    policy_from_success: bool = False
+
+    def __post_init__(self) -> None:
+        if self.policy_from_success and not self.store.success.any():
+            raise ValueError(
+                "policy_from_success: the data holds no successful episode to draw policy windows from "
+                "(collect more episodes, or train policy mode on all of them: --policy-data all)"
+            )
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> list[Window]:
         out = []
@@ -123,7 +135,10 @@ class WindowSampler:
             k = int(rng.choice(len(hp), p=hp / hp.sum())) + 1
             mode = MODES[int(rng.choice(3, p=mp / mp.sum()))]
             need = k + self.chunk - 1  # actions spanned
-            ok = np.flatnonzero(self.store.lengths >= need)
+            long_enough = self.store.lengths >= need
+            if mode == POLICY and self.policy_from_success and (long_enough & self.store.success).any():
+                long_enough &= self.store.success
+            ok = np.flatnonzero(long_enough)
             ep = int(ok[rng.integers(len(ok))])
             start = 0 if rng.random() < self.start_prob else int(rng.integers(self.store.lengths[ep] - need + 1))
             out.append(self.store.window(ep, start, k, self.chunk, mode))

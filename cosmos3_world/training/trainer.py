@@ -574,15 +574,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     if resume and (run / "checkpoint" / "trainer_state.pt").is_file():
         saved = torch.load(run / "checkpoint" / "trainer_state.pt", weights_only=False)["config"]
         # What a resume may change: where the run and its data are (a copied run directory branches off), the
-        # schedule's length, the run's time and threads, a window mix, and a context noise, motion weight, self forcing,
-        # Fourier or rotary action features given anew (a run can start plain and be made robust to its own frames, or
-        # attentive to what moves, later).
+        # schedule's length, the run's time and threads, a window mix (and policy windows' episodes), and a context
+        # noise, motion weight, self forcing, Fourier or rotary action features given anew (a run can start plain and
+        # be made robust to its own frames, or attentive to what moves, later).
         runtime = ("data", "run_dir", "total_steps", "max_minutes", "checkpoint_minutes", "threads", "log_every")
         anew = ("context_noise", "motion_weight", "action_fourier_octaves", "self_forcing", "action_rotary_features")
         if config.action_target_positions and not saved.get("action_target_positions", False):
             raise ValueError("action_target_positions cannot be switched on by a resume (it moves the action "
                              "tokens): start a fresh run")  # fmt: skip
-        mix = ("history_probs", "mode_probs")  # the window mix, given anew when not the default
+        mix = ("history_probs", "mode_probs", "policy_data")  # the window mix, given anew when not the default
         fields = TrainConfig.__dataclass_fields__
         keep = {k: v for k, v in asdict(config).items()
                 if k in runtime or (k in anew and v > 0) or (k in mix and v != fields[k].default)}  # fmt: skip
@@ -602,7 +602,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     (run / "config.json").write_text(json.dumps(asdict(config), indent=1))
     store = EpisodeStore(config.data, max_episodes=config.max_episodes, progress=progress)
     sampler = WindowSampler(store, chunk=config.chunk_size, history_probs=config.history_probs[: config.history],
-                            mode_probs=config.mode_probs)  # fmt: skip
+                            mode_probs=config.mode_probs,
+                            policy_from_success=config.policy_data == "success")  # fmt: skip
     log = (run / "log.jsonl").open("a")
     start = last_ckpt = time.time()
     bar = tqdm(total=config.total_steps, initial=trainer.step, desc="train", disable=not progress, mininterval=5)
