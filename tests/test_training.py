@@ -236,6 +236,12 @@ def test_resume_keeps_the_saved_config_but_takes_a_new_context_noise_and_window_
     assert again.config.mode_probs == (1.0, 0.0, 0.0)  # and kept by a plain resume
     with pytest.raises(ValueError, match="action_target_positions cannot be switched on by a resume"):
         train(TrainConfig(**{**changed.__dict__, "action_target_positions": True}), resume=True, progress=False)
+    state_file = tmp_path / "checkpoint" / "trainer_state.pt"
+    state = torch.load(state_file, weights_only=False)
+    del state["config"]["policy_data"]  # a checkpoint from before the field: it drew policy windows from all
+    torch.save(state, state_file)
+    old = train(TrainConfig(**{**changed.__dict__, "total_steps": 5}), resume=True, progress=False)
+    assert old.step == 5 and old.config.policy_data == "all"
 
 
 def test_qk_norm_init_sets_the_generation_pathways_query_key_norms_of_a_fresh_run(tmp_path, dataset):

@@ -573,6 +573,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     run.mkdir(parents=True, exist_ok=True)
     if resume and (run / "checkpoint" / "trainer_state.pt").is_file():
         saved = torch.load(run / "checkpoint" / "trainer_state.pt", weights_only=False)["config"]
+        saved.setdefault("policy_data", "all")  # a run from before the field drew policy windows from every episode
         # What a resume may change: where the run and its data are (a copied run directory branches off), the
         # schedule's length, the run's time and threads, a window mix (and policy windows' episodes), and a context
         # noise, motion weight, self forcing, Fourier or rotary action features given anew (a run can start plain and
