@@ -61,17 +61,17 @@ class EpisodeStore:
         files = []
         for d in directories:
             meta = load_index(d)
-            files += [(Path(d) / e["file"], e["seed"], e["success"]) for e in meta["episodes"]]
+            files += [(Path(d) / e["file"], e["seed"]) for e in meta["episodes"]]
         files = files[:max_episodes]
         cursor = 0
-        for path, seed, ok in tqdm(files, desc="load episodes", disable=not progress):
+        for path, seed in tqdm(files, desc="load episodes", disable=not progress):
             ep = load_episode(path)
             frames.append(ep.frames)
             actions.append(np.concatenate([ep.actions, np.zeros((1, 2), np.float32)]))  # pad: one row per frame
             starts.append(cursor)
             lengths.append(len(ep.actions))
             instructions.append(ep.instruction)
-            success.append(bool(ok))
+            success.append(bool(ep.success))
             self.seeds.add(int(seed))
             cursor += len(ep.frames)
         if not files:
@@ -121,10 +121,11 @@ class WindowSampler:
     policy_from_success: bool = False
 
     def __post_init__(self) -> None:
-        if self.policy_from_success and not self.store.success.any():
+        need = len(self.history_probs) + self.chunk - 1  # actions the longest window spans
+        if self.policy_from_success and not (self.store.success & (self.store.lengths >= need)).any():
             raise ValueError(
-                "policy_from_success: the data holds no successful episode to draw policy windows from "
-                "(collect more episodes, or train policy mode on all of them: --policy-data all)"
+                f"policy_from_success: the data holds no successful episode of {need} steps or more to draw policy "
+                "windows from (collect more episodes, or train policy mode on all of them: --policy-data all)"
             )
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> list[Window]:
@@ -136,7 +137,7 @@ class WindowSampler:
             mode = MODES[int(rng.choice(3, p=mp / mp.sum()))]
             need = k + self.chunk - 1  # actions spanned
             long_enough = self.store.lengths >= need
-            if mode == POLICY and self.policy_from_success and (long_enough & self.store.success).any():
+            if mode == POLICY and self.policy_from_success:
                 long_enough &= self.store.success
             ok = np.flatnonzero(long_enough)
             ep = int(ok[rng.integers(len(ok))])
