@@ -523,3 +523,24 @@ def test_action_token_positions_name_the_token_a_target_lies_in():
     for (x, y), (r, c) in zip(actions[:4].tolist(), pos[:4]):
         assert (round(r), round(c)) == (int((y + 1) / 2 * 8), int((x + 1) / 2 * 8))
         assert abs(r - ((y + 1) * 4 - 0.5)) < 1e-6 and abs(c - ((x + 1) * 4 - 0.5)) < 1e-6
+
+
+def test_train_understanding_moves_the_reasoner_only_when_asked(tmp_path, dataset):
+    import argparse
+
+    from cosmos3_world.training.config import add_train_arguments, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_train_arguments(p)
+    args = p.parse_args(["--data", str(dataset), "--train-understanding", "--action-weight", "3"])
+    cfg = config_from_args(args)
+    assert cfg.train_understanding and cfg.action_weight == 3.0
+    assert not config_from_args(p.parse_args(["--data", str(dataset)])).train_understanding
+    store = EpisodeStore([dataset], progress=False)
+    sampler = WindowSampler(store, chunk=4, mode_probs=(0.0, 1.0, 0.0), policy_from_success=False)
+    for flag in (False, True):
+        tr = _trainer(tmp_path / str(flag), dataset, train_understanding=flag)
+        before = [p.detach().clone() for p in tr.model.understanding_parameters()]
+        tr.train_step(sampler)
+        moved = [not torch.equal(b, p.detach()) for b, p in zip(before, tr.model.understanding_parameters())]
+        assert any(moved) == flag, (flag, sum(moved), len(moved))

@@ -148,6 +148,10 @@ def add_train_arguments(p: Any) -> None:
                    help="start a fresh run from an exported bundle (e.g. the shipped embedded world)")  # fmt: skip
     p.add_argument("--train-sigmas", choices=TRAIN_SIGMAS, default=d.train_sigmas,
                    help="noise levels trained: logit-normal, or only those the default sampler evaluates")  # fmt: skip
+    p.add_argument("--action-weight", type=float, default=d.action_weight,
+                   help="loss weight of the noisy actions (policy windows) against the video's")  # fmt: skip
+    p.add_argument("--train-understanding", action="store_true",
+                   help="train the Reasoner pathway too (~40%% slower): it learns to read instructions")  # fmt: skip
     p.add_argument("--no-bf16", action="store_true", help="train in float32")
     p.add_argument("--seed", type=int, default=d.seed, help="init, batch and noise seed")
     p.add_argument("--model", type=json.loads, default=None, help="generator config overrides as JSON")
@@ -165,5 +169,6 @@ def config_from_args(args: Any) -> TrainConfig:
         motion_weight=args.motion_weight, action_fourier_octaves=args.action_fourier_octaves,
         qk_norm_init=args.qk_norm_init, self_forcing=args.self_forcing,
         action_rotary_features=args.action_rotary_features, action_target_positions=args.action_target_positions,
-        init_from=args.init_from, train_sigmas=args.train_sigmas,
+        init_from=args.init_from, train_sigmas=args.train_sigmas, action_weight=args.action_weight,
+        train_understanding=args.train_understanding,
     )  # fmt: skip
