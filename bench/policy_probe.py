@@ -3,7 +3,8 @@ distance of its predicted actions to the expert's with the right instruction and
 
     python bench/policy_probe.py [--model BUNDLE] [--episodes 8] [--chunks 10] [--guidance G] [--threads 2]
 
-Equal errors mean the policy ignores the instruction (what `embedded20` does; README).
+Equal errors mean the policy ignores the instruction (what `embedded20` does; README). Two references: standing
+still, and the expert for the wrong goal (the gap a policy that reads the instruction could open).
 """
 
 from __future__ import annotations
@@ -35,13 +36,20 @@ def main() -> None:
     wm = WorldModel.from_pretrained(args.model or default_model_path())
     if args.guidance is not None:
         wm = wm.with_sampler(dataclasses.replace(wm.sampler.config, guidance_scale=args.guidance))
-    errors: dict[str, list[float]] = {"right": [], "wrong": []}
+    # right / wrong: the model with the right / a wrong instruction; hold: the agent standing still; expert for the
+    # wrong goal: what reading the instruction is worth (how far apart the two instructions' expert actions are)
+    errors: dict[str, list[float]] = {"right": [], "wrong": [], "hold": [], "wrong_expert": []}
     for i in tqdm(range(args.episodes), desc="episodes"):
         seed, task = HELD_OUT_SEED + 20_000 + i, i % len(TASKS)
         env, expert = PushSimEnv(chunk_size=CHUNK), ExpertPushPolicy(chunk_size=CHUNK, seed=seed)
+        other = ExpertPushPolicy(chunk_size=CHUNK, seed=seed)
         obs, _ = env.reset(seed=seed, options={"task": task})
         for c in range(args.chunks):
             target = expert.act({**obs, "task": task})  # [CHUNK, 2]
+            baselines = {"hold": np.broadcast_to(obs["agent_pos"], target.shape),
+                         "wrong_expert": other.act({**obs, "task": (task + 1) % len(TASKS)})}  # fmt: skip
+            for name, a in baselines.items():
+                errors[name].append(float(np.linalg.norm(a - target, axis=-1).mean()))
             instructions = {"right": TASKS[task], "wrong": TASKS[(task + 1) % len(TASKS)]}
             worlds = [wm.reset(image=obs["pixels"], instruction=t, embodiment="pusht", seed=seed + c)
                       for t in instructions.values()]  # fmt: skip
@@ -50,9 +58,10 @@ def main() -> None:
             obs, _, terminated, _, _ = env.step(target)
             if terminated:
                 break
-    right, wrong = np.mean(errors["right"]), np.mean(errors["wrong"])
+    m = {k: float(np.mean(v)) for k, v in errors.items()}
     print(f"action error to the expert over {len(errors['right'])} chunks (workspace units): right instruction "
-          f"{right:.3f}, wrong instruction {wrong:.3f}, wrong - right {wrong - right:+.3f}")  # fmt: skip
+          f"{m['right']:.3f}, wrong instruction {m['wrong']:.3f}, wrong - right {m['wrong'] - m['right']:+.3f}; "
+          f"standing still {m['hold']:.3f}, the expert for the wrong goal {m['wrong_expert']:.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -49,9 +49,12 @@ class WorldModelPolicy:
         self._worlds: list[Any] = []
         self._calls = 0
 
-    def reset(self) -> None:
-        """Nothing to forget in env mode (the env's worlds are the state); restart the seed count otherwise."""
+    def reset(self, seed: int | None = None) -> None:
+        """Nothing to forget in env mode (the env's worlds are the state); restart the seed count otherwise (from
+        `seed` when given, as the scripted policies' `reset(seed=)`)."""
         self._calls = 0
+        if seed is not None:
+            self.seed = int(seed)
 
     def act(self, obs: dict[str, Any]) -> np.ndarray:
         """The model's next actions: [*action shape] for one env, [N, *action shape] for a vector env."""

@@ -79,3 +79,15 @@ def test_cli_help_shows_defaults_and_user_mistakes_are_one_line(tmp_path):
     out = run(["-m", "cosmos3_world.cli", "rollout", "--image", "missing.png", "--chunks", "1"], tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "error: --image missing.png: cannot read it as an image" in out.stderr
+
+
+def test_cli_collect_with_the_shipped_world_as_dagger_learner(tmp_path):
+    """`collect --learner`: the world model's policy mode opens each episode, the expert takes over."""
+    from cosmos3_world.sim.dataset import iter_episodes, load_index
+
+    out = run(["-m", "cosmos3_world.cli", "collect", "d", "--episodes", "3", "--mix", "expert=1", "--seed", "4",
+               "--learner", str(ROOT / "cosmos3_world" / "assets" / "embedded_world"), "--learner-chunks", "2",
+               "--max-steps", "24", "--threads", "1"], tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "3 episodes" in out.stdout and load_index(tmp_path / "d")["learner_chunks"] == 2
+    assert {ep.expert_from for ep in iter_episodes(tmp_path / "d")} <= {4, 8}

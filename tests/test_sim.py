@@ -480,3 +480,28 @@ def test_sim_imports_no_torch():
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] not in {"torch", "diffusers", "transformers"}, (path.name, name)
+
+
+def test_collect_with_a_learner_records_where_the_expert_took_over(tmp_path: Path):
+    """DAgger collection: the learner acts 1 .. learner_chunks chunks, then the mix's policy; replayable, and the
+    take-over step survives save / load (an episode file from before the field reads as all-expert)."""
+    learner = graded_policies(4, seed=1)["random"]
+    collect(tmp_path / "dagger", 5, {"expert": 1.0}, seed=0, max_steps=40, progress=False, learner=learner,
+            learner_chunks=2)  # fmt: skip
+    collect(tmp_path / "plain", 5, {"expert": 1.0}, seed=0, max_steps=40, progress=False)
+    meta = load_index(tmp_path / "dagger")
+    assert meta["learner_chunks"] == 2 and load_index(tmp_path / "plain")["learner_chunks"] == 0
+    dagger, plain = list(iter_episodes(tmp_path / "dagger")), list(iter_episodes(tmp_path / "plain"))
+    assert {ep.expert_from for ep in dagger} <= {4, 8} and all(ep.expert_from == 0 for ep in plain)
+    assert [e["expert_from"] for e in meta["episodes"]] == [ep.expert_from for ep in dagger]
+    for ep, ref in zip(dagger, plain):
+        assert ep.seed == ref.seed and ep.policy == "expert"  # the same starts, a random learner's opening
+        assert not np.allclose(ep.actions[:4], ref.actions[:4])
+        frames = _rollout(PushSimEnv(chunk_size=4), ep.actions.reshape(-1, 4, 2), ep.seed)
+        np.testing.assert_array_equal(np.stack(frames), ep.frames[::4])
+    old = tmp_path / "old.npz"
+    with np.load(tmp_path / "dagger" / meta["episodes"][0]["file"]) as data:
+        np.savez_compressed(old, **{k: data[k] for k in data.files if k != "expert_from"})
+    assert load_episode(old).expert_from == 0
+    with pytest.raises(ValueError, match="learner_chunks must be >= 1"):
+        collect(tmp_path / "bad", 1, {"expert": 1.0}, learner=learner, learner_chunks=0, progress=False)

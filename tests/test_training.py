@@ -528,6 +528,7 @@ def test_action_token_positions_name_the_token_a_target_lies_in():
 def test_train_understanding_moves_the_reasoner_only_when_asked(tmp_path, dataset):
     import argparse
 
+    from cosmos3_world.kernels import native_bf16
     from cosmos3_world.training.config import add_train_arguments, config_from_args
 
     p = argparse.ArgumentParser()
@@ -535,12 +536,33 @@ def test_train_understanding_moves_the_reasoner_only_when_asked(tmp_path, datase
     args = p.parse_args(["--data", str(dataset), "--train-understanding", "--action-weight", "3"])
     cfg = config_from_args(args)
     assert cfg.train_understanding and cfg.action_weight == 3.0
-    assert not config_from_args(p.parse_args(["--data", str(dataset)])).train_understanding
+    plain = config_from_args(p.parse_args(["--data", str(dataset)]))
+    assert not plain.train_understanding and plain.bf16 is None  # autocast follows the CPU unless told
+    assert [config_from_args(p.parse_args(["--data", str(dataset), f])).bf16 for f in ("--bf16", "--no-bf16")] == [
+        True, False]  # fmt: skip
     store = EpisodeStore([dataset], progress=False)
     sampler = WindowSampler(store, chunk=4, mode_probs=(0.0, 1.0, 0.0), policy_from_success=False)
     for flag in (False, True):
         tr = _trainer(tmp_path / str(flag), dataset, train_understanding=flag)
+        assert tr.bf16 == native_bf16()
         before = [p.detach().clone() for p in tr.model.understanding_parameters()]
         tr.train_step(sampler)
         moved = [not torch.equal(b, p.detach()) for b, p in zip(before, tr.model.understanding_parameters())]
         assert any(moved) == flag, (flag, sum(moved), len(moved))
+
+
+def test_policy_windows_never_denoise_a_learners_actions(tmp_path):
+    """On DAgger episodes, policy windows start where the expert took over; dynamics windows use every step."""
+    from cosmos3_world.sim.dataset import collect
+    from cosmos3_world.sim.policies import graded_policies
+
+    learner = graded_policies(4, seed=1)["random"]
+    collect(tmp_path, 6, {"expert": 1.0}, seed=3, max_steps=32, progress=False, learner=learner, learner_chunks=3)
+    store = EpisodeStore([tmp_path], progress=False)
+    assert store.expert_from.min() >= 4
+    rng = np.random.default_rng(0)
+    policy = WindowSampler(store, chunk=4, history_probs=(0.5, 0.5), mode_probs=(0, 1, 0)).sample(rng, 200)
+    assert all(w.start + w.history - 1 >= store.expert_from[w.episode] for w in policy)
+    assert any(w.start + w.history - 1 == store.expert_from[w.episode] for w in policy)  # right at the take-over
+    forward = WindowSampler(store, chunk=4, mode_probs=(1, 0, 0)).sample(rng, 200)
+    assert any(w.start + w.history - 1 < store.expert_from[w.episode] for w in forward)

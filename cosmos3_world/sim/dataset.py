@@ -18,6 +18,8 @@ On-disk format (``FORMAT_VERSION`` 1), one directory:
     goals        [K, 2] float32         goal centres, in the order of ``push.GOAL_COLOURS``
     success      bool                   the block reached the instructed goal (the episode then ends)
     instruction  str, task int (index into ``push.TASKS``), seed int (env reset seed), policy str
+    expert_from  int (optional, 0 if absent)   the first step acted by ``policy``: the steps before it were a
+                                            learner's (DAgger collection: ``collect(learner=...)``)
 
 T is a multiple of the chunk size: episodes end at success or after ``max_steps`` control steps (rounded up to a
 whole chunk). The default mix holds experts, noisy/lazy/sloppy experts and random play, so a world model sees both
@@ -64,6 +66,7 @@ class Episode:
     task: int
     seed: int
     policy: str
+    expert_from: int = 0  # steps before it were acted by a learner (DAgger), the rest by `policy`
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -80,13 +83,19 @@ def collect(
     max_steps: int = MAX_CONTROL_STEPS,
     image_size: int = 64,
     progress: bool = True,
+    learner: PushPolicy | None = None,
+    learner_chunks: int = 4,
 ) -> Path:
     """Record ``episodes`` episodes into ``out_dir``; returns the path of ``index.json``.
 
     ``mix`` maps policy names to sampling weights (default ``DEFAULT_MIX``); names refer to ``policies`` (objects
     with ``reset(seed=)`` and ``act(obs)``), by default ``graded_policies(chunk_size, seed)``. Everything (policy
-    choice, env and policy seeds) follows from ``seed``.
+    choice, env and policy seeds) follows from ``seed``. With a ``learner`` (DAgger, Ross et al. 2011), each
+    episode's first 1 .. ``learner_chunks`` chunks (uniformly) are the learner's and the mix's policy takes over
+    from the state the learner left (``Episode.expert_from``): demonstrations of recovering from a learner's states.
     """
+    if learner is not None and learner_chunks < 1:
+        raise ValueError(f"learner_chunks must be >= 1 with a learner, got {learner_chunks}")
     policies = dict(policies) if policies is not None else graded_policies(chunk_size, seed)
     mix = dict(mix) if mix is not None else {k: v for k, v in DEFAULT_MIX.items() if k in policies}
     unknown = set(mix) - set(policies)
@@ -99,13 +108,15 @@ def collect(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    learn_rng = np.random.default_rng([seed, 1])  # its own stream: the same seed starts the same episodes either way
     env = PushSimEnv(chunk_size=chunk_size, image_size=image_size)
     n_chunks = -(-max_steps // chunk_size)
     index = []
     for i in tqdm(range(episodes), desc="collect", disable=not progress):
         name = names[int(rng.choice(len(names), p=weights / weights.sum()))]
         ep_seed = int(rng.integers(2**31 - 1))
-        episode = _record(env, policies[name], name, ep_seed, n_chunks)
+        learn = int(learn_rng.integers(1, learner_chunks + 1)) if learner is not None else 0
+        episode = _record(env, policies[name], name, ep_seed, n_chunks, learner, learn)
         file = f"episode_{i:06d}.npz"
         save_episode(out / file, episode)
         index.append(
@@ -116,6 +127,7 @@ def collect(
                 "task": episode.task,
                 "seed": ep_seed,
                 "policy": name,
+                "expert_from": episode.expert_from,
             }
         )
     env.close()
@@ -128,6 +140,7 @@ def collect(
         "seed": seed,
         "tasks": list(TASKS),
         "mix": mix,
+        "learner_chunks": learner_chunks if learner is not None else 0,
         "episodes": index,
     }
     path = out / "index.json"
@@ -135,14 +148,26 @@ def collect(
     return path
 
 
-def _record(env: PushSimEnv, policy: PushPolicy, name: str, seed: int, n_chunks: int) -> Episode:
-    """Run one episode from ``env.reset(seed=seed)`` until success or ``n_chunks`` steps."""
+def _record(
+    env: PushSimEnv,
+    policy: PushPolicy,
+    name: str,
+    seed: int,
+    n_chunks: int,
+    learner: PushPolicy | None = None,
+    learner_chunks: int = 0,
+) -> Episode:
+    """Run one episode from ``env.reset(seed=seed)`` until success or ``n_chunks`` chunks; the first
+    ``learner_chunks`` chunks are ``learner``'s."""
     obs, info = env.reset(seed=seed)
     policy.reset(seed=seed)
+    if learner is not None:
+        learner.reset(seed=seed)
     frames, agent, block, actions = [info["frames"]], [info["agent_positions"]], [info["block_poses"]], []
     success = False
-    for _ in range(n_chunks):
-        action = np.asarray(policy.act({**obs, "task": env.task}), dtype=np.float32)
+    for c in range(n_chunks):
+        actor = learner if c < learner_chunks else policy
+        action = np.asarray(actor.act({**obs, "task": env.task}), dtype=np.float32)
         actions.append(np.clip(action.reshape(env.chunk_size, 2), -1.0, 1.0))
         obs, _, terminated, truncated, info = env.step(action)
         frames.append(info["frames"])
@@ -162,6 +187,7 @@ def _record(env: PushSimEnv, policy: PushPolicy, name: str, seed: int, n_chunks:
         task=int(env.task_index),
         seed=seed,
         policy=name,
+        expert_from=min(learner_chunks, len(actions)) * env.chunk_size,
     )
 
 
@@ -179,6 +205,7 @@ def save_episode(path: str | Path, episode: Episode) -> None:
         task=np.int64(episode.task),
         seed=np.int64(episode.seed),
         policy=np.str_(episode.policy),
+        expert_from=np.int64(episode.expert_from),
     )
 
 
@@ -196,6 +223,7 @@ def load_episode(path: str | Path) -> Episode:
             task=int(data["task"]),
             seed=int(data["seed"]),
             policy=str(data["policy"]),
+            expert_from=int(data["expert_from"]) if "expert_from" in data else 0,
         )
 
 

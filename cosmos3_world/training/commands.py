@@ -19,9 +19,19 @@ def _collect(args: argparse.Namespace) -> int:
         for item in args.mix.split(","):
             name, _, weight = item.partition("=")
             mix[name.strip()] = float(weight or 1.0)
+    learner = None
+    if args.learner:  # DAgger: a world model's policy mode acts first, the mix's policy takes over
+        import torch
+
+        from ..policies.world_model import WorldModelPolicy
+        from ..sim.env import push_spaces
+
+        torch.set_num_threads(args.threads)
+        learner = WorldModelPolicy(model=args.learner, action_space=push_spaces(args.chunk_size)[1], seed=args.seed)
     start = time.time()
     steps = args.max_steps or MAX_CONTROL_STEPS
-    collect(args.out, args.episodes, mix, seed=args.seed, chunk_size=args.chunk_size, max_steps=steps)
+    collect(args.out, args.episodes, mix, seed=args.seed, chunk_size=args.chunk_size, max_steps=steps,
+            learner=learner, learner_chunks=args.learner_chunks)  # fmt: skip
     s = dataset_summary([args.out])
     print(f"{s['episodes']} episodes, {s['steps']} steps, success {s['success_rate']:.0%} in "
           f"{time.time() - start:.0f} s -> {Path(args.out) / 'index.json'}")  # fmt: skip
@@ -44,6 +54,11 @@ def add_collect(sub, formatter_class=argparse.ArgumentDefaultsHelpFormatter) -> 
     c.add_argument("--chunk-size", type=int, default=4, help="actions per policy call")
     c.add_argument("--max-steps", type=int, default=None,
                    help="control steps per episode at most (unset: sim.MAX_CONTROL_STEPS)")  # fmt: skip
+    c.add_argument("--learner", default=None,
+                   help="DAgger: a world-model bundle whose policy mode acts an episode's first chunks")  # fmt: skip
+    c.add_argument("--learner-chunks", type=int, default=4,
+                   help="with --learner: the learner acts 1 .. this many chunks, then the mix's policy")  # fmt: skip
+    c.add_argument("--threads", type=int, default=2, help="torch threads of the learner")
     c.set_defaults(func=_collect)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,7 +73,8 @@ class TrainConfig:
     # the key at its own place and a neighbour's is at most ~2 g^2, ~g^2 when it finds both h and w, so at g ~ 1 a
     # copy of a context frame spreads over the 3x3 neighbourhood. g is shared by a layer's heads and training pulls
     # it down, not up. 1.7 learns faster per step; a sharper copy alone did not remove the static error (README).
-    bf16: bool = True  # bfloat16 autocast on CPU
+    bf16: bool | None = None  # bfloat16 autocast on CPU; None: where the CPU has native bf16 (kernels.native_bf16),
+    # float32 elsewhere (emulated bf16 matmuls run ~14x slower than float32 on an AVX2 CPU)
     train_understanding: bool = False  # False: the Reasoner pathway keeps its initial weights (a fixed random text
     # encoder whose K/V still tell the instructions apart); its prefixes are then encoded once, which saves ~40%
     init_from: str | None = None  # a bundle this trainer exported (e.g. the shipped embedded world): a fresh run
@@ -152,7 +154,8 @@ def add_train_arguments(p: Any) -> None:
                    help="loss weight of the noisy actions (policy windows) against the video's")  # fmt: skip
     p.add_argument("--train-understanding", action="store_true",
                    help="train the Reasoner pathway too (~40%% slower): it learns to read instructions")  # fmt: skip
-    p.add_argument("--no-bf16", action="store_true", help="train in float32")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast (default: where the CPU has native bf16, else float32)")  # fmt: skip
     p.add_argument("--seed", type=int, default=d.seed, help="init, batch and noise seed")
     p.add_argument("--model", type=json.loads, default=None, help="generator config overrides as JSON")
 
@@ -165,7 +168,7 @@ def config_from_args(args: Any) -> TrainConfig:
         chunk_size=args.chunk_size, history=args.history, history_probs=tuple(args.history_probs),
         mode_probs=tuple(args.mode_probs), policy_data=args.policy_data, total_steps=args.steps, threads=args.threads,
         checkpoint_minutes=args.checkpoint_minutes, max_minutes=args.max_minutes, max_episodes=args.max_episodes,
-        bf16=not args.no_bf16, seed=args.seed, context_noise=args.context_noise,
+        bf16=args.bf16, seed=args.seed, context_noise=args.context_noise,
         motion_weight=args.motion_weight, action_fourier_octaves=args.action_fourier_octaves,
         qk_norm_init=args.qk_norm_init, self_forcing=args.self_forcing,
         action_rotary_features=args.action_rotary_features, action_target_positions=args.action_target_positions,

@@ -56,7 +56,7 @@ class EpisodeStore:
     """Every episode of one or more dataset directories in memory: frames concatenated, with per-episode offsets."""
 
     def __init__(self, directories: Sequence[str | Path], max_episodes: int | None = None, progress: bool = True):
-        frames, actions, starts, lengths, instructions, success = [], [], [], [], [], []
+        frames, actions, starts, lengths, instructions, success, expert_from = [], [], [], [], [], [], []
         self.seeds: set[int] = set()
         files = []
         for d in directories:
@@ -72,6 +72,7 @@ class EpisodeStore:
             lengths.append(len(ep.actions))
             instructions.append(ep.instruction)
             success.append(bool(ep.success))
+            expert_from.append(ep.expert_from)
             self.seeds.add(int(seed))
             cursor += len(ep.frames)
         if not files:
@@ -82,6 +83,8 @@ class EpisodeStore:
         self.lengths = np.asarray(lengths)  # actions per episode (T)
         self.instructions = instructions
         self.success = np.asarray(success)  # [episodes] bool: the block reached the instructed goal
+        self.expert_from = np.asarray(expert_from)  # [episodes] first action the recorded policy took (DAgger: the
+        # actions before it are a learner's, fine for dynamics but not demonstrations)
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -110,7 +113,8 @@ class WindowSampler:
     one, later chunks `history`); mode_probs weights FORWARD, POLICY, INVERSE. Windows that start at frame 0 are
     drawn with extra probability `start_prob`, since every rollout begins there. With `policy_from_success`,
     policy-mode windows come only from successful episodes (behaviour cloning learns from demonstrations that reach
-    the goal; the dynamics modes learn from every policy, the failures included).
+    the goal; the dynamics modes learn from every policy, the failures included). Policy windows never denoise a
+    learner's actions (`EpisodeStore.expert_from`): their chunk starts where the recorded policy had taken over.
     """
 
     store: EpisodeStore
@@ -121,12 +125,23 @@ class WindowSampler:
     policy_from_success: bool = False
 
     def __post_init__(self) -> None:
-        need = len(self.history_probs) + self.chunk - 1  # actions the longest window spans
-        if self.policy_from_success and not (self.store.success & (self.store.lengths >= need)).any():
+        k = len(self.history_probs)  # the longest window
+        if self.policy_from_success and not self._policy_episodes(k).any():
             raise ValueError(
-                f"policy_from_success: the data holds no successful episode of {need} steps or more to draw policy "
-                "windows from (collect more episodes, or train policy mode on all of them: --policy-data all)"
+                f"policy_from_success: the data holds no successful episode with {self.chunk} demonstrated steps "
+                f"after {k} history frames to draw policy windows from (collect more episodes, or train policy mode "
+                "on all of them: --policy-data all)"
             )
+
+    def _first_start(self, k: int) -> np.ndarray:
+        """[episodes] the earliest start of a policy window with k history frames: its chunk's first action
+        (start + k - 1) must be the recorded policy's."""
+        return np.maximum(self.store.expert_from - (k - 1), 0)
+
+    def _policy_episodes(self, k: int) -> np.ndarray:
+        """[episodes] bool: episodes a policy window with k history frames can be cut from."""
+        ok = self.store.lengths - (k + self.chunk - 1) >= self._first_start(k)
+        return ok & self.store.success if self.policy_from_success else ok
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> list[Window]:
         out = []
@@ -136,12 +151,11 @@ class WindowSampler:
             k = int(rng.choice(len(hp), p=hp / hp.sum())) + 1
             mode = MODES[int(rng.choice(3, p=mp / mp.sum()))]
             need = k + self.chunk - 1  # actions spanned
-            long_enough = self.store.lengths >= need
-            if mode == POLICY and self.policy_from_success:
-                long_enough &= self.store.success
-            ok = np.flatnonzero(long_enough)
+            first = self._first_start(k) if mode == POLICY else np.zeros(len(self.store), int)
+            ok = np.flatnonzero(self._policy_episodes(k) if mode == POLICY else self.store.lengths >= need)
             ep = int(ok[rng.integers(len(ok))])
-            start = 0 if rng.random() < self.start_prob else int(rng.integers(self.store.lengths[ep] - need + 1))
+            lo, hi = int(first[ep]), int(self.store.lengths[ep] - need)  # the window's first frame: lo .. hi
+            start = lo if rng.random() < self.start_prob else int(rng.integers(lo, hi + 1))
             out.append(self.store.window(ep, start, k, self.chunk, mode))
         return out
 

@@ -38,6 +38,7 @@ from ..engine.embodiments import (
 )
 from ..engine.prompts import PromptEncoder, load_tokenizer
 from ..engine.sampler import FlowSampler, SamplerConfig, flatten, unflatten
+from ..kernels import native_bf16
 from ..model import Cosmos3Generator, GenerationSpec
 from .config import (
     DEFAULT_SAMPLER,
@@ -117,6 +118,7 @@ class Trainer:
         # The sigmas a rollout with the exported default sampler evaluates the velocity at, e.g. [1.0, 0.834].
         sched = FlowSampler(self._scheduler_config, SamplerConfig(**DEFAULT_SAMPLER)).make_scheduler()
         self.sampler_sigmas = sched.sigmas[:-1].float()
+        self.bf16 = native_bf16() if cfg.bf16 is None else cfg.bf16
         self.step = 0
         self._prompt_cache: dict[tuple[str, int], list[int]] = {}
         self._frozen_prefixes: dict[tuple[int, ...], Any] = {}
@@ -183,7 +185,7 @@ class Trainer:
         timesteps: torch.Tensor,
     ):
         """The generator's training forward on noised inputs (vision [C, T, h, w], actions [A, d] per window)."""
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             plan = gen.plan(self.specs(gen, windows, ids))
             return gen.training_forward(plan, vision, timesteps, action=actions)
 
@@ -575,10 +577,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         saved = torch.load(run / "checkpoint" / "trainer_state.pt", weights_only=False)["config"]
         saved.setdefault("policy_data", "all")  # a run from before the field drew policy windows from every episode
         # What a resume may change: where the run and its data are (a copied run directory branches off), the
-        # schedule's length, the run's time and threads, a window mix (and policy windows' episodes), and a context
-        # noise, motion weight, self forcing, Fourier or rotary action features given anew (a run can start plain and
-        # be made robust to its own frames, or attentive to what moves, later).
-        runtime = ("data", "run_dir", "total_steps", "max_minutes", "checkpoint_minutes", "threads", "log_every")
+        # schedule's length, the run's time, threads and autocast (the machine's), a window mix (and policy windows'
+        # episodes), and a context noise, motion weight, self forcing, Fourier or rotary action features given anew (a
+        # run can start plain and be made robust to its own frames, or attentive to what moves, later).
+        runtime = ("data", "run_dir", "total_steps", "max_minutes", "checkpoint_minutes", "threads", "log_every",
+                   "bf16")  # fmt: skip
         anew = ("context_noise", "motion_weight", "action_fourier_octaves", "self_forcing", "action_rotary_features")
         if config.action_target_positions and not saved.get("action_target_positions", False):
             raise ValueError("action_target_positions cannot be switched on by a resume (it moves the action "
