@@ -145,10 +145,21 @@ def _add_build_tiny(sub) -> None:
     b.set_defaults(func=_build_tiny)
 
 
+def _world_model_learner(bundle: str, chunk_size: int, seed: int, threads: int):
+    """`collect --learner`: the bundle's policy mode acting from the simulator's frames (DAgger)."""
+    import torch
+
+    from .policies.world_model import WorldModelPolicy
+    from .sim.env import push_spaces
+
+    torch.set_num_threads(threads)
+    return WorldModelPolicy(model=bundle, action_space=push_spaces(chunk_size)[1], seed=seed)
+
+
 def _add_training(sub) -> None:
     from .training.commands import add_collect, add_train
 
-    add_collect(sub, HelpFormatter)
+    add_collect(sub, HelpFormatter, make_learner=_world_model_learner)
     add_train(sub, HelpFormatter)
 
 

@@ -26,11 +26,14 @@ def native_bf16() -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
+# oneDNN's bf16 primitives need AVX-512 (BW/VL/DQ) or AVX-NE-CONVERT; on an AVX2-only CPU they refuse to build.
+_ONEDNN_BF16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def onednn_applies(x: torch.Tensor) -> bool:
-    """True where the oneDNN paths can run: CPU tensors in float32 or bfloat16."""
-    return (
-        x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available()
-    )
+    """True where the oneDNN paths can run: CPU tensors in float32, or bfloat16 where this CPU's oneDNN has it."""
+    dtypes = (torch.float32, torch.bfloat16) if _ONEDNN_BF16 else (torch.float32,)
+    return x.device.type == "cpu" and x.dtype in dtypes and torch.backends.mkldnn.is_available()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,13 +21,9 @@ def _collect(args: argparse.Namespace) -> int:
             mix[name.strip()] = float(weight or 1.0)
     learner = None
     if args.learner:  # DAgger: a world model's policy mode acts first, the mix's policy takes over
-        import torch
-
-        from ..policies.world_model import WorldModelPolicy
-        from ..sim.env import push_spaces
-
-        torch.set_num_threads(args.threads)
-        learner = WorldModelPolicy(model=args.learner, action_space=push_spaces(args.chunk_size)[1], seed=args.seed)
+        if args.make_learner is None:
+            raise ValueError("--learner needs the CLI's learner factory (add_collect(make_learner=...))")
+        learner = args.make_learner(args.learner, chunk_size=args.chunk_size, seed=args.seed, threads=args.threads)
     start = time.time()
     steps = args.max_steps or MAX_CONTROL_STEPS
     collect(args.out, args.episodes, mix, seed=args.seed, chunk_size=args.chunk_size, max_steps=steps,
@@ -45,7 +41,9 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_collect(sub, formatter_class=argparse.ArgumentDefaultsHelpFormatter) -> None:
+def add_collect(sub, formatter_class=argparse.ArgumentDefaultsHelpFormatter, make_learner=None) -> None:
+    """`collect`; `make_learner(bundle, chunk_size=, seed=, threads=)` builds the --learner policy (given by the CLI,
+    the layer above the policies: training does not import them)."""
     c = sub.add_parser("collect", help="record push-simulator episodes for training", formatter_class=formatter_class)
     c.add_argument("out", help="dataset directory (index.json + one .npz per episode)")
     c.add_argument("--episodes", type=int, default=3000, help="episodes to record")
@@ -59,7 +57,7 @@ def add_collect(sub, formatter_class=argparse.ArgumentDefaultsHelpFormatter) -> 
     c.add_argument("--learner-chunks", type=int, default=4,
                    help="with --learner: the learner acts 1 .. this many chunks, then the mix's policy")  # fmt: skip
     c.add_argument("--threads", type=int, default=2, help="torch threads of the learner")
-    c.set_defaults(func=_collect)
+    c.set_defaults(func=_collect, make_learner=make_learner)
 
 
 def add_train(sub, formatter_class=argparse.ArgumentDefaultsHelpFormatter) -> None:
