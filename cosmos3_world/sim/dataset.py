@@ -5,9 +5,9 @@ On-disk format (``FORMAT_VERSION`` 1), one directory:
 ``index.json``::
 
     {"format_version": 1, "image_size": 64, "chunk_size": 4, "control_fps": 10, "max_steps": 40,
-     "seed": 0, "tasks": [instruction, ...], "mix": {policy: weight},
+     "seed": 0, "tasks": [instruction, ...], "mix": {policy: weight}, "learner_chunks": 0,
      "episodes": [{"file": "episode_000000.npz", "length": T, "success": bool, "task": int, "seed": int,
-                   "policy": str}, ...]}
+                   "policy": str, "expert_from": int}, ...]}
 
 ``episode_XXXXXX.npz`` (``np.savez_compressed``, loadable with ``allow_pickle=False``):
 
