@@ -22,7 +22,7 @@ _HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.
 
 def native_bf16() -> bool:
     """True when this CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX); elsewhere (AVX2) oneDNN emulates
-    bf16 matmuls, ~14x slower than float32 (measured on a Zen 3 EPYC), so callers choosing a dtype fall back."""
+    bf16 matmuls, far slower than float32 (`bench/train_step.py`), so callers choosing a dtype fall back."""
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 

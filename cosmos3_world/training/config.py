@@ -74,10 +74,10 @@ class TrainConfig:
     # copy of a context frame spreads over the 3x3 neighbourhood. g is shared by a layer's heads and training pulls
     # it down, not up. 1.7 learns faster per step; a sharper copy alone did not remove the static error (README).
     bf16: bool | None = None  # bfloat16 autocast on CPU; None: where the CPU has native bf16 (kernels.native_bf16),
-    # float32 elsewhere (emulated bf16 matmuls run ~14x slower than float32 on an AVX2 CPU)
+    # float32 elsewhere (emulated bf16 runs 12-14x slower than float32 on an AVX2 CPU: bench/train_step.py)
     train_understanding: bool = False  # False: the Reasoner pathway keeps its initial weights (a fixed random text
     # encoder whose K/V still tell the instructions apart); its prefixes are then encoded once (training it costs
-    # ~15% per step: 3.0 vs 2.6 s, float32, self forcing 0.3)
+    # 10-15% more per step: bench/train_step.py)
     init_from: str | None = None  # a bundle this trainer exported (e.g. the shipped embedded world): a fresh run
     # starts from its transformer weights, model config and action features (`config_from_bundle`), not from noise
     seed: int = 0
@@ -154,7 +154,7 @@ def add_train_arguments(p: Any) -> None:
     p.add_argument("--action-weight", type=float, default=d.action_weight,
                    help="loss weight of the noisy actions (policy windows) against the video's")  # fmt: skip
     p.add_argument("--train-understanding", action="store_true",
-                   help="train the Reasoner pathway too (~15%% slower): it learns to read instructions")  # fmt: skip
+                   help="train the Reasoner pathway too (10-15%% slower): it learns to read instructions")  # fmt: skip
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bfloat16 autocast (default: where the CPU has native bf16, else float32)")  # fmt: skip
     p.add_argument("--seed", type=int, default=d.seed, help="init, batch and noise seed")

@@ -151,10 +151,10 @@ class WindowSampler:
             k = int(rng.choice(len(hp), p=hp / hp.sum())) + 1
             mode = MODES[int(rng.choice(3, p=mp / mp.sum()))]
             need = k + self.chunk - 1  # actions spanned
-            first = self._first_start(k) if mode == POLICY else np.zeros(len(self.store), int)
             ok = np.flatnonzero(self._policy_episodes(k) if mode == POLICY else self.store.lengths >= need)
             ep = int(ok[rng.integers(len(ok))])
-            lo, hi = int(first[ep]), int(self.store.lengths[ep] - need)  # the window's first frame: lo .. hi
+            lo = int(self._first_start(k)[ep]) if mode == POLICY else 0  # the window's first frame: lo .. hi
+            hi = int(self.store.lengths[ep] - need)
             start = lo if rng.random() < self.start_prob else int(rng.integers(lo, hi + 1))
             out.append(self.store.window(ep, start, k, self.chunk, mode))
         return out
