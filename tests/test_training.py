@@ -549,6 +549,23 @@ def test_train_understanding_moves_the_reasoner_only_when_asked(tmp_path, datase
         tr.train_step(sampler)
         moved = [not torch.equal(b, p.detach()) for b, p in zip(before, tr.model.understanding_parameters())]
         assert any(moved) == flag, (flag, sum(moved), len(moved))
+    # The Reasoner pathway's own learning rate; a resume may change it, and refuses an optimizer over other groups.
+    args = p.parse_args(["--data", str(dataset), "--train-understanding", "--understanding-lr-scale", "4"])
+    assert config_from_args(args).understanding_lr_scale == 4.0
+    with pytest.raises(ValueError, match="understanding_lr_scale"):
+        TrainConfig(data=[str(dataset)], understanding_lr_scale=0.0)
+    tr = _trainer(tmp_path / "scaled", dataset, train_understanding=True, understanding_lr_scale=4.0)
+    tr.train_step(sampler)
+    gen, und = tr.optimizer.param_groups
+    assert und["lr"] == pytest.approx(4 * gen["lr"]) and gen["lr"] == pytest.approx(tr.lr_at(0))
+    assert {id(q) for q in und["params"]} == {id(q) for q in tr.model.understanding_parameters()}
+    tr.save()
+    again = _trainer(tmp_path / "scaled", dataset, train_understanding=True, understanding_lr_scale=2.0)
+    again.load()
+    assert again.step == 1 and again.optimizer.param_groups[1]["lr_scale"] == 2.0
+    frozen = _trainer(tmp_path / "scaled", dataset, train_understanding=False)
+    with pytest.raises(ValueError, match="train_understanding must match"):
+        frozen.load()
 
 
 def test_policy_windows_never_denoise_a_learners_actions(tmp_path):

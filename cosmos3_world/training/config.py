@@ -78,6 +78,8 @@ class TrainConfig:
     train_understanding: bool = False  # False: the Reasoner pathway keeps its initial weights (a fixed random text
     # encoder whose K/V still tell the instructions apart); its prefixes are then encoded once (training it costs
     # 10-15% more per step: bench/train_step.py)
+    understanding_lr_scale: float = 1.0  # the Reasoner pathway's lr over the schedule's (train_understanding; it
+    # starts from random weights and must learn to single out the instruction's words)
     init_from: str | None = None  # a bundle this trainer exported (e.g. the shipped embedded world): a fresh run
     # starts from its transformer weights, model config and action features (`config_from_bundle`), not from noise
     seed: int = 0
@@ -99,6 +101,8 @@ class TrainConfig:
         if len(mp) != 3 or min(mp) < 0 or sum(mp) <= 0:
             raise ValueError(f"mode_probs must hold 3 weights >= 0 (forward, policy, inverse) with a positive sum, "
                              f"got {list(mp)}")  # fmt: skip
+        if not self.understanding_lr_scale > 0:
+            raise ValueError(f"understanding_lr_scale must be > 0, got {self.understanding_lr_scale}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -155,6 +159,8 @@ def add_train_arguments(p: Any) -> None:
                    help="loss weight of the noisy actions (policy windows) against the video's")  # fmt: skip
     p.add_argument("--train-understanding", action="store_true",
                    help="train the Reasoner pathway too (10-15%% slower): it learns to read instructions")  # fmt: skip
+    p.add_argument("--understanding-lr-scale", type=float, default=d.understanding_lr_scale,
+                   help="the Reasoner pathway's lr over the schedule's (with --train-understanding)")  # fmt: skip
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bfloat16 autocast (default: where the CPU has native bf16, else float32)")  # fmt: skip
     p.add_argument("--seed", type=int, default=d.seed, help="init, batch and noise seed")
@@ -174,5 +180,5 @@ def config_from_args(args: Any) -> TrainConfig:
         qk_norm_init=args.qk_norm_init, self_forcing=args.self_forcing,
         action_rotary_features=args.action_rotary_features, action_target_positions=args.action_target_positions,
         init_from=args.init_from, train_sigmas=args.train_sigmas, action_weight=args.action_weight,
-        train_understanding=args.train_understanding,
+        train_understanding=args.train_understanding, understanding_lr_scale=args.understanding_lr_scale,
     )  # fmt: skip

@@ -108,12 +108,8 @@ class Trainer:
         if not cfg.train_understanding:
             for p in self.model.understanding_parameters():
                 p.requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad],
-            lr=cfg.lr,
-            betas=(0.9, 0.99),
-            weight_decay=cfg.weight_decay,
-        )
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.lr, betas=(0.9, 0.99),
+                                           weight_decay=cfg.weight_decay)  # fmt: skip
         self._scheduler_config = json.loads((base / "scheduler" / "scheduler_config.json").read_text())
         # The sigmas a rollout with the exported default sampler evaluates the velocity at, e.g. [1.0, 0.834].
         sched = FlowSampler(self._scheduler_config, SamplerConfig(**DEFAULT_SAMPLER)).make_scheduler()
@@ -367,6 +363,17 @@ class Trainer:
         return self._frozen_prefixes[key]
 
     # ------------------------------------------------------------------ optimisation
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """The generation pathway's trainable tensors, then (when it trains) the Reasoner pathway's, whose learning
+        rate is `understanding_lr_scale` times the schedule's (it starts from random weights)."""
+        und = {id(p) for p in self.model.understanding_parameters()}
+        groups = [{"params": [p for p in self.model.parameters() if p.requires_grad and id(p) not in und],
+                   "lr_scale": 1.0}]  # fmt: skip
+        if self.config.train_understanding:
+            groups.append({"params": self.model.understanding_parameters(),
+                           "lr_scale": self.config.understanding_lr_scale})  # fmt: skip
+        return groups
+
     def lr_at(self, step: int) -> float:
         cfg = self.config
         if step < cfg.warmup_steps:
@@ -385,7 +392,7 @@ class Trainer:
         windows = sampler.sample(rng, cfg.batch_size)
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         loss, stats = self.batch_loss(windows, g, rng, store=sampler.store)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -441,7 +448,15 @@ class Trainer:
                 for dst, val in zip(module.state_dict().values(), loaded.state_dict().values()):
                     dst.copy_(val)
         state = torch.load(src / "trainer_state.pt", weights_only=False)
+        saved = state["optimizer"]["param_groups"]
+        if [len(g["params"]) for g in saved] != [len(g["params"]) for g in self.optimizer.param_groups]:
+            raise ValueError(
+                f"{src} holds an optimizer over other parameter groups ({len(saved)}; this trainer "
+                f"has {len(self.optimizer.param_groups)}): train_understanding must match the run's"
+            )
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, fresh in zip(self.optimizer.param_groups, self._param_groups()):
+            group["lr_scale"] = fresh["lr_scale"]  # a resume may set a new scale
         self.step = int(state["step"])
 
     def export(self, directory: str | Path, ema: bool = True, sampler: dict[str, Any] | None = None) -> Path:
@@ -581,7 +596,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         # episodes), and a context noise, motion weight, self forcing, Fourier or rotary action features given anew (a
         # run can start plain and be made robust to its own frames, or attentive to what moves, later).
         runtime = ("data", "run_dir", "total_steps", "max_minutes", "checkpoint_minutes", "threads", "log_every",
-                   "bf16")  # fmt: skip
+                   "bf16", "understanding_lr_scale")  # fmt: skip
         anew = ("context_noise", "motion_weight", "action_fourier_octaves", "self_forcing", "action_rotary_features")
         if config.action_target_positions and not saved.get("action_target_positions", False):
             raise ValueError("action_target_positions cannot be switched on by a resume (it moves the action "
