@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cosmos3_world.video import read_video
@@ -91,3 +92,22 @@ def test_cli_collect_with_the_shipped_world_as_dagger_learner(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "3 episodes" in out.stdout and load_index(tmp_path / "d")["learner_chunks"] == 2
     assert {ep.expert_from for ep in iter_episodes(tmp_path / "d")} <= {4, 8}
+
+
+def test_cli_collect_with_a_scripted_learner_pushing_toward_another_goal(tmp_path):
+    """`collect --learner expert_other_goal`: each episode opens with the expert of a goal other than the instructed
+    one (its first chunk is that expert's, not the instructed goal's), then the instructed expert recovers."""
+    from cosmos3_world.sim.dataset import iter_episodes
+    from cosmos3_world.sim.env import PushSimEnv
+    from cosmos3_world.sim.policies import ExpertPushPolicy
+    from cosmos3_world.sim.push import TASKS
+
+    out = run(["-m", "cosmos3_world.cli", "collect", "d", "--episodes", "4", "--mix", "expert=1", "--seed", "5",
+               "--learner", "expert_other_goal", "--learner-chunks", "3", "--max-steps", "60"], tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    for ep in iter_episodes(tmp_path / "d"):
+        assert ep.expert_from in (4, 8, 12)
+        obs, _ = PushSimEnv(chunk_size=4).reset(seed=ep.seed)
+        first = {k: ExpertPushPolicy(4, task=k).act(obs) for k in range(len(TASKS))}  # each goal's expert, chunk 1
+        matches = [k for k, a in first.items() if np.allclose(a, ep.actions[:4], atol=1e-6)]
+        assert matches and ep.task not in matches, (ep.task, matches)

@@ -276,3 +276,10 @@ def graded_policies(chunk_size: int = 4, seed: int = 0) -> dict[str, PushPolicy]
         "expert_sloppy": ExpertPushPolicy(chunk_size, noise=0.18, random_prob=0.3, seed=seed + 4),
         "random": RandomPushPolicy(chunk_size, seed=seed + 5),
     }
+
+
+def scripted_learners(chunk_size: int = 4, seed: int = 0) -> dict[str, PushPolicy]:
+    """Scripted learners for DAgger-style collection (`collect --learner NAME`). ``expert_other_goal`` pushes the block
+    toward a goal other than the instructed one (drawn per episode): the mix's expert then recovers from states whose
+    layout points the wrong way, so only the instruction tells which way to go."""
+    return {"expert_other_goal": ExpertPushPolicy(chunk_size, wrong_goal_prob=1.0, seed=seed)}

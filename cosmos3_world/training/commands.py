@@ -10,6 +10,7 @@ from pathlib import Path
 
 def _collect(args: argparse.Namespace) -> int:
     from ..sim.dataset import DEFAULT_MIX, collect
+    from ..sim.policies import scripted_learners
     from ..sim.push import MAX_CONTROL_STEPS
     from .data import dataset_summary
 
@@ -20,7 +21,9 @@ def _collect(args: argparse.Namespace) -> int:
             name, _, weight = item.partition("=")
             mix[name.strip()] = float(weight or 1.0)
     learner = None
-    if args.learner:  # DAgger: a world model's policy mode acts first, the mix's policy takes over
+    if args.learner in scripted_learners():  # a scripted learner acts first, the mix's policy takes over
+        learner = scripted_learners(args.chunk_size, seed=args.seed)[args.learner]
+    elif args.learner:  # DAgger: a world model's policy mode acts first, the mix's policy takes over
         if args.make_learner is None:
             raise ValueError("--learner needs the CLI's learner factory (add_collect(make_learner=...))")
         learner = args.make_learner(args.learner, chunk_size=args.chunk_size, seed=args.seed, threads=args.threads)
@@ -53,7 +56,8 @@ def add_collect(sub, formatter_class=argparse.ArgumentDefaultsHelpFormatter, mak
     c.add_argument("--max-steps", type=int, default=None,
                    help="control steps per episode at most (unset: sim.MAX_CONTROL_STEPS)")  # fmt: skip
     c.add_argument("--learner", default=None,
-                   help="DAgger: a world-model bundle whose policy mode acts an episode's first chunks")  # fmt: skip
+                   help="DAgger: a world-model bundle whose policy mode acts an episode's first chunks, or a "
+                        "scripted learner: expert_other_goal (pushes toward another goal)")  # fmt: skip
     c.add_argument("--learner-chunks", type=int, default=4,
                    help="with --learner: the learner acts 1 .. this many chunks, then the mix's policy")  # fmt: skip
     c.add_argument("--threads", type=int, default=2, help="torch threads of the learner")
