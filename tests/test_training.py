@@ -566,6 +566,19 @@ def test_train_understanding_moves_the_reasoner_only_when_asked(tmp_path, datase
     frozen = _trainer(tmp_path / "scaled", dataset, train_understanding=False)
     with pytest.raises(ValueError, match="train_understanding must match"):
         frozen.load()
+    # Through train(): a plain resume keeps the run's scale, one given anew is taken.
+    from cosmos3_world.training.trainer import train
+
+    cfg = TrainConfig(data=[str(dataset)], run_dir=str(tmp_path / "run"), model=dict(TINY), batch_size=2,
+                      warmup_steps=1, total_steps=1, threads=1, train_understanding=True,
+                      understanding_lr_scale=3.0)  # fmt: skip
+    train(cfg, progress=False)
+    plain = train(TrainConfig(**{**cfg.__dict__, "total_steps": 2, "understanding_lr_scale": 1.0}), resume=True,
+                  progress=False)  # fmt: skip
+    assert plain.config.understanding_lr_scale == 3.0 and plain.optimizer.param_groups[1]["lr_scale"] == 3.0
+    anew = train(TrainConfig(**{**cfg.__dict__, "total_steps": 3, "understanding_lr_scale": 2.0}), resume=True,
+                 progress=False)  # fmt: skip
+    assert anew.step == 3 and anew.optimizer.param_groups[1]["lr_scale"] == 2.0
 
 
 def test_policy_windows_never_denoise_a_learners_actions(tmp_path):

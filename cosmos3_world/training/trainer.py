@@ -593,15 +593,17 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         saved.setdefault("policy_data", "all")  # a run from before the field drew policy windows from every episode
         # What a resume may change: where the run and its data are (a copied run directory branches off), the
         # schedule's length, the run's time, threads and autocast (the machine's), a window mix (and policy windows'
-        # episodes), and a context noise, motion weight, self forcing, Fourier or rotary action features given anew (a
-        # run can start plain and be made robust to its own frames, or attentive to what moves, later).
+        # episodes) and the Reasoner's lr scale given anew, and a context noise, motion weight, self forcing, Fourier
+        # or rotary action features given anew (a run can start plain and be made robust to its own frames, or
+        # attentive to what moves, later).
         runtime = ("data", "run_dir", "total_steps", "max_minutes", "checkpoint_minutes", "threads", "log_every",
-                   "bf16", "understanding_lr_scale")  # fmt: skip
+                   "bf16")  # fmt: skip
         anew = ("context_noise", "motion_weight", "action_fourier_octaves", "self_forcing", "action_rotary_features")
         if config.action_target_positions and not saved.get("action_target_positions", False):
             raise ValueError("action_target_positions cannot be switched on by a resume (it moves the action "
                              "tokens): start a fresh run")  # fmt: skip
-        mix = ("history_probs", "mode_probs", "policy_data")  # the window mix, given anew when not the default
+        # the window mix and the Reasoner's lr scale: given anew when not the default
+        mix = ("history_probs", "mode_probs", "policy_data", "understanding_lr_scale")
         fields = TrainConfig.__dataclass_fields__
         keep = {k: v for k, v in asdict(config).items()
                 if k in runtime or (k in anew and v > 0) or (k in mix and v != fields[k].default)}  # fmt: skip
