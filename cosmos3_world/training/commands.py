@@ -21,8 +21,9 @@ def _collect(args: argparse.Namespace) -> int:
             name, _, weight = item.partition("=")
             mix[name.strip()] = float(weight or 1.0)
     learner = None
-    if args.learner in scripted_learners():  # a scripted learner acts first, the mix's policy takes over
-        learner = scripted_learners(args.chunk_size, seed=args.seed)[args.learner]
+    scripted = scripted_learners(args.chunk_size, seed=args.seed)
+    if args.learner in scripted:  # a scripted learner acts first, the mix's policy takes over
+        learner = scripted[args.learner]
     elif args.learner:  # DAgger: a world model's policy mode acts first, the mix's policy takes over
         if args.make_learner is None:
             raise ValueError("--learner needs the CLI's learner factory (add_collect(make_learner=...))")

@@ -108,8 +108,8 @@ class Trainer:
         if not cfg.train_understanding:
             for p in self.model.understanding_parameters():
                 p.requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.lr, betas=(0.9, 0.99),
-                                           weight_decay=cfg.weight_decay)  # fmt: skip
+        self.optimizer = torch.optim.AdamW([{"params": g} for g in self._param_groups()], lr=cfg.lr,
+                                           betas=(0.9, 0.99), weight_decay=cfg.weight_decay)  # fmt: skip
         self._scheduler_config = json.loads((base / "scheduler" / "scheduler_config.json").read_text())
         # The sigmas a rollout with the exported default sampler evaluates the velocity at, e.g. [1.0, 0.834].
         sched = FlowSampler(self._scheduler_config, SamplerConfig(**DEFAULT_SAMPLER)).make_scheduler()
@@ -363,16 +363,13 @@ class Trainer:
         return self._frozen_prefixes[key]
 
     # ------------------------------------------------------------------ optimisation
-    def _param_groups(self) -> list[dict[str, Any]]:
-        """The generation pathway's trainable tensors, then (when it trains) the Reasoner pathway's, whose learning
-        rate is `understanding_lr_scale` times the schedule's (it starts from random weights)."""
-        und = {id(p) for p in self.model.understanding_parameters()}
-        groups = [{"params": [p for p in self.model.parameters() if p.requires_grad and id(p) not in und],
-                   "lr_scale": 1.0}]  # fmt: skip
-        if self.config.train_understanding:
-            groups.append({"params": self.model.understanding_parameters(),
-                           "lr_scale": self.config.understanding_lr_scale})  # fmt: skip
-        return groups
+    def _param_groups(self) -> list[list[torch.Tensor]]:
+        """The generation pathway's trainable tensors, then (when it trains) the Reasoner pathway's: its own group,
+        at `understanding_lr_scale` times the schedule's lr (`train_step`; it starts from random weights)."""
+        und = self.model.understanding_parameters()
+        ids = {id(p) for p in und}
+        gen = [p for p in self.model.parameters() if p.requires_grad and id(p) not in ids]
+        return [gen, und] if self.config.train_understanding else [gen]
 
     def lr_at(self, step: int) -> float:
         cfg = self.config
@@ -391,8 +388,8 @@ class Trainer:
         rng, g = self.step_generators(self.step)
         windows = sampler.sample(rng, cfg.batch_size)
         lr = self.lr_at(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group["lr_scale"]
+        for group, scale in zip(self.optimizer.param_groups, (1.0, cfg.understanding_lr_scale)):
+            group["lr"] = lr * scale
         loss, stats = self.batch_loss(windows, g, rng, store=sampler.store)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -455,8 +452,6 @@ class Trainer:
                 f"has {len(self.optimizer.param_groups)}): train_understanding must match the run's"
             )
         self.optimizer.load_state_dict(state["optimizer"])
-        for group, fresh in zip(self.optimizer.param_groups, self._param_groups()):
-            group["lr_scale"] = fresh["lr_scale"]  # a resume may set a new scale
         self.step = int(state["step"])
 
     def export(self, directory: str | Path, ema: bool = True, sampler: dict[str, Any] | None = None) -> Path:
