@@ -179,7 +179,7 @@ def main() -> None:
         success = {}
         print(f"\nsuccess rates, {len(pseeds)} episodes x {args.horizon} chunks: simulator vs world model")
         for name, policy in tqdm(graded_policies(CHUNK, seed=7).items(), desc="policies", leave=False):
-            s = sim_success(policy, pseeds, args.horizon)
+            s = sim_success(policy, pseeds, args.horizon)[0]
             w = world_success(wm, policy, pseeds, args.horizon)
             success[name] = {"sim": s, "world": w}
             tqdm.write(f"  {name:18s} sim {s:5.0%}   world {w:5.0%}")  # above the bar, not inside it
@@ -191,10 +191,10 @@ def main() -> None:
         print("\nthe world model's policy mode acting in the true simulator vs random actions")
         mp = {}
         for t, instruction in enumerate(TASKS):
-            m = model_policy_success(wm, pseeds, args.horizon, t)
-            r = sim_success(RandomPushPolicy(CHUNK, seed=3), pseeds, args.horizon, task=t)
-            mp[instruction] = {"model_policy": m, "random": r}
-            print(f"  {instruction:45s} model {m:5.0%}   random {r:5.0%}")
+            m, m_near = model_policy_success(wm, pseeds, args.horizon, t)
+            r, r_near = sim_success(RandomPushPolicy(CHUNK, seed=3), pseeds, args.horizon, task=t)
+            mp[instruction] = {"model_policy": m, "random": r, "model_closest": m_near, "random_closest": r_near}
+            print(f"  {instruction:45s} model {m:5.0%} (closest {m_near:.2f})   random {r:5.0%} (closest {r_near:.2f})")
         results["model_policy"] = mp
     plot(out, rows, success)
     results["seconds"] = time.time() - t0

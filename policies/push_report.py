@@ -156,24 +156,27 @@ def open_loop_report(wm: WorldModel, recs: list[Recording]) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def sim_success(policy, seeds: list[int], chunks: int, task: int | None = None) -> float:
-    """Success rate of a (batched) policy in the simulator within `chunks` chunks."""
+def sim_success(policy, seeds: list[int], chunks: int, task: int | None = None) -> tuple[float, float]:
+    """A (batched) policy in the simulator within `chunks` chunks: success rate, and the mean over episodes of the
+    closest the block came to the instructed goal (workspace units; how near a policy that fails gets)."""
     envs = [PushSimEnv(chunk_size=CHUNK) for _ in seeds]
     opts = None if task is None else {"task": task}
     obs = [e.reset(seed=s, options=opts)[0] for e, s in zip(envs, seeds)]
     policy.reset(seed=seeds[0])
     done = np.zeros(len(seeds), bool)
+    closest = np.array([e.sim.goal_distance() for e in envs])  # [N]
     for _ in range(chunks):
         batch = {"pixels": np.stack([o["pixels"] for o in obs]), "agent_pos": np.stack([o["agent_pos"] for o in obs]),
                  "task": [e.task for e in envs]}  # fmt: skip
         acts = policy.act(batch)
         for i, e in enumerate(envs):
             if not done[i]:
-                obs[i], _, term, _, _ = e.step(acts[i])
+                obs[i], _, term, _, info = e.step(acts[i])
                 done[i] |= term
+                closest[i] = min(closest[i], info["goal_distance"])
         if done.all():
             break
-    return float(done.mean())
+    return float(done.mean()), float(closest.mean())
 
 
 def world_success(wm: WorldModel, policy, seeds: list[int], chunks: int) -> float:
@@ -203,19 +206,22 @@ def world_success(wm: WorldModel, policy, seeds: list[int], chunks: int) -> floa
     return float(done.mean())
 
 
-def model_policy_success(wm: WorldModel, seeds: list[int], chunks: int, task: int) -> float:
-    """The world model's policy mode driving the true simulator: each chunk it sees the real frame and acts."""
+def model_policy_success(wm: WorldModel, seeds: list[int], chunks: int, task: int) -> tuple[float, float]:
+    """The world model's policy mode driving the true simulator (each chunk it sees the real frame and acts):
+    success rate and mean closest block-to-goal distance, as `sim_success`."""
     envs = [PushSimEnv(chunk_size=CHUNK) for _ in seeds]
     obs = [e.reset(seed=s, options={"task": task})[0] for e, s in zip(envs, seeds)]
     done = np.zeros(len(seeds), bool)
+    closest = np.array([e.sim.goal_distance() for e in envs])  # [N]
     for c in range(chunks):
         live = [i for i in range(len(seeds)) if not done[i]]
         worlds = [wm.reset(image=obs[i]["pixels"], instruction=TASKS[task], embodiment="pusht", seed=seeds[i] + c)
                   for i in live]  # fmt: skip
         res = wm.predict(worlds)
         for i, r in zip(live, res):
-            obs[i], _, term, _, _ = envs[i].step(np.clip(r.actions, -1, 1))
+            obs[i], _, term, _, info = envs[i].step(np.clip(r.actions, -1, 1))
             done[i] |= term
+            closest[i] = min(closest[i], info["goal_distance"])
         if done.all():
             break
-    return float(done.mean())
+    return float(done.mean()), float(closest.mean())

@@ -110,3 +110,25 @@ def test_cli_replay_writes_report_plot_and_videos(tmp_path, tiny_bundle):
     report = json.loads((tmp_path / "out" / "replay.json").read_text())
     assert [r["chunk"] for r in report["per_chunk"]] == [1, 2]
     assert (tmp_path / "out" / "drift.png").is_file() and (tmp_path / "out" / "episode_000000_imagined.mp4").is_file()
+
+
+def test_push_report_success_and_closest_distance_in_the_simulator():
+    """`sim_success`: the expert succeeds and brings the block within the tolerance; random fails far off; the
+    closest distance is never above the start distance."""
+    from cosmos3_world.policies.push_report import CHUNK, HELD_OUT_SEED, sim_success
+    from cosmos3_world.sim.policies import ExpertPushPolicy, RandomPushPolicy
+
+    seeds = [HELD_OUT_SEED + i for i in range(4)]
+    start = float(np.mean([_start_distance(s) for s in seeds]))  # >= 0.7: the start keeps the block off the goal
+    expert, expert_near = sim_success(ExpertPushPolicy(CHUNK, seed=0), seeds, 10, task=0)
+    random, random_near = sim_success(RandomPushPolicy(CHUNK, seed=0), seeds, 1, task=0)
+    assert expert == 1.0 and expert_near <= 0.1
+    assert random == 0.0 and 0.3 < random_near <= start + 1e-9
+
+
+def _start_distance(seed: int) -> float:
+    from cosmos3_world.sim.env import PushSimEnv
+
+    env = PushSimEnv(chunk_size=4)
+    env.reset(seed=seed, options={"task": 0})
+    return env.sim.goal_distance()
