@@ -90,14 +90,16 @@ def test_cli_collect_with_the_shipped_world_as_dagger_learner(tmp_path):
                "--learner", str(ROOT / "cosmos3_world" / "assets" / "embedded_world"), "--learner-chunks", "2",
                "--max-steps", "24", "--threads", "1"], tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "3 episodes" in out.stdout and load_index(tmp_path / "d")["learner_chunks"] == 2
+    meta = load_index(tmp_path / "d")
+    assert "3 episodes" in out.stdout and meta["learner_chunks"] == 2
+    assert meta["learner"] == str((ROOT / "cosmos3_world" / "assets" / "embedded_world").resolve())  # which learner
     assert {ep.expert_from for ep in iter_episodes(tmp_path / "d")} <= {4, 8}
 
 
 def test_cli_collect_with_a_scripted_learner_pushing_toward_another_goal(tmp_path):
     """`collect --learner expert_other_goal`: each episode opens with the expert of a goal other than the instructed
     one (its first chunk is that expert's, not the instructed goal's), then the instructed expert recovers."""
-    from cosmos3_world.sim.dataset import iter_episodes
+    from cosmos3_world.sim.dataset import iter_episodes, load_index
     from cosmos3_world.sim.env import PushSimEnv
     from cosmos3_world.sim.policies import ExpertPushPolicy
     from cosmos3_world.sim.push import TASKS
@@ -105,6 +107,7 @@ def test_cli_collect_with_a_scripted_learner_pushing_toward_another_goal(tmp_pat
     out = run(["-m", "cosmos3_world.cli", "collect", "d", "--episodes", "4", "--mix", "expert=1", "--seed", "5",
                "--learner", "expert_other_goal", "--learner-chunks", "3", "--max-steps", "60"], tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
+    assert load_index(tmp_path / "d")["learner"] == "expert_other_goal"
     for ep in iter_episodes(tmp_path / "d"):
         assert ep.expert_from in (4, 8, 12)
         obs, _ = PushSimEnv(chunk_size=4).reset(seed=ep.seed)

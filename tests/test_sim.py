@@ -491,6 +491,7 @@ def test_collect_with_a_learner_records_where_the_expert_took_over(tmp_path: Pat
     collect(tmp_path / "plain", 5, {"expert": 1.0}, seed=0, max_steps=40, progress=False)
     meta = load_index(tmp_path / "dagger")
     assert meta["learner_chunks"] == 2 and load_index(tmp_path / "plain")["learner_chunks"] == 0
+    assert meta["learner"] == "RandomPushPolicy" and load_index(tmp_path / "plain")["learner"] is None
     dagger, plain = list(iter_episodes(tmp_path / "dagger")), list(iter_episodes(tmp_path / "plain"))
     assert {ep.expert_from for ep in dagger} <= {4, 8} and all(ep.expert_from == 0 for ep in plain)
     assert [e["expert_from"] for e in meta["episodes"]] == [ep.expert_from for ep in dagger]

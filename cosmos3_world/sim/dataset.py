@@ -6,6 +6,7 @@ On-disk format (``FORMAT_VERSION`` 1), one directory:
 
     {"format_version": 1, "image_size": 64, "chunk_size": 4, "control_fps": 10, "max_steps": 40,
      "seed": 0, "tasks": [instruction, ...], "mix": {policy: weight}, "learner_chunks": 0,
+     "learner": null | name (a scripted learner's, or the bundle directory a DAgger learner was loaded from),
      "episodes": [{"file": "episode_000000.npz", "length": T, "success": bool, "task": int, "seed": int,
                    "policy": str, "expert_from": int}, ...]}
 
@@ -85,6 +86,7 @@ def collect(
     progress: bool = True,
     learner: PushPolicy | None = None,
     learner_chunks: int = 4,
+    learner_name: str | None = None,
 ) -> Path:
     """Record ``episodes`` episodes into ``out_dir``; returns the path of ``index.json``.
 
@@ -93,6 +95,7 @@ def collect(
     choice, env and policy seeds) follows from ``seed``. With a ``learner`` (DAgger, Ross et al. 2011), each
     episode's first 1 .. ``learner_chunks`` chunks (uniformly) are the learner's and the mix's policy takes over
     from the state the learner left (``Episode.expert_from``): demonstrations of recovering from a learner's states.
+    ``learner_name`` is recorded in the index (which learner made the episodes' openings).
     """
     if learner is not None and learner_chunks < 1:
         raise ValueError(f"learner_chunks must be >= 1 with a learner, got {learner_chunks}")
@@ -141,6 +144,7 @@ def collect(
         "tasks": list(TASKS),
         "mix": mix,
         "learner_chunks": learner_chunks if learner is not None else 0,
+        "learner": (learner_name or type(learner).__name__) if learner is not None else None,
         "episodes": index,
     }
     path = out / "index.json"

@@ -20,18 +20,20 @@ def _collect(args: argparse.Namespace) -> int:
         for item in args.mix.split(","):
             name, _, weight = item.partition("=")
             mix[name.strip()] = float(weight or 1.0)
-    learner = None
+    learner, learner_name = None, args.learner
     scripted = scripted_learners(args.chunk_size, seed=args.seed)
-    if args.learner in scripted:  # a scripted learner acts first, the mix's policy takes over
+    if args.learner in scripted and not Path(args.learner).is_dir():  # a scripted learner acts first, then the mix's
         learner = scripted[args.learner]
-    elif args.learner:  # DAgger: a world model's policy mode acts first, the mix's policy takes over
+    elif args.learner:  # DAgger: a world model's policy mode (a bundle directory or repo id) acts first
         if args.make_learner is None:
             raise ValueError("--learner needs the CLI's learner factory (add_collect(make_learner=...))")
+        if Path(args.learner).is_dir():
+            learner_name = str(Path(args.learner).resolve())
         learner = args.make_learner(args.learner, chunk_size=args.chunk_size, seed=args.seed, threads=args.threads)
     start = time.time()
     steps = args.max_steps or MAX_CONTROL_STEPS
     collect(args.out, args.episodes, mix, seed=args.seed, chunk_size=args.chunk_size, max_steps=steps,
-            learner=learner, learner_chunks=args.learner_chunks)  # fmt: skip
+            learner=learner, learner_chunks=args.learner_chunks, learner_name=learner_name)  # fmt: skip
     s = dataset_summary([args.out])
     print(f"{s['episodes']} episodes, {s['steps']} steps, success {s['success_rate']:.0%} in "
           f"{time.time() - start:.0f} s -> {Path(args.out) / 'index.json'}")  # fmt: skip
